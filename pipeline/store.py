@@ -1,0 +1,127 @@
+"""Files between stages: atomic Parquet/JSON writes, validated reads, content hashes,
+and the content-addressed stage cache that lets a re-run or ``--resume`` skip finished work.
+
+A stage's cache key is ``sha256(stage name, its inputs' content hashes, its config)``;
+its output lives in ``<workspace>/cache/<stage>/<key>/`` and is written atomically, so
+an entry either exists completely or not at all.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import polars as pl
+
+from pipeline.schemas import Contract, SchemaError, validate
+
+
+def _tmp_beside(path: Path, suffix: str = "") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temp file and rename: readers never see half a file."""
+    path = Path(path)
+    tmp = _tmp_beside(path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    return atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+def write_table(df: pl.DataFrame, path: str | os.PathLike, contract: Contract | None = None) -> Path:
+    """Validate ``df`` (if a contract is given) and write it atomically as Parquet."""
+    path = Path(path)
+    if contract is not None:
+        df = validate(df, contract, str(path))
+    tmp = _tmp_beside(path, ".parquet")
+    try:
+        df.write_parquet(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def read_table(path: str | os.PathLike, contract: Contract | None = None) -> pl.DataFrame:
+    """Read a stage's Parquet file and check it against its contract."""
+    path = Path(path)
+    if not path.exists():
+        raise SchemaError(str(path), None, None, "file does not exist")
+    try:
+        df = pl.read_parquet(path)
+    except Exception as exc:  # polars raises several types for a corrupt file
+        raise SchemaError(str(path), None, None, f"is not a readable Parquet file ({exc})") from exc
+    return validate(df, contract, str(path)) if contract is not None else df
+
+
+def file_hash(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """sha256 of a file's bytes (or of a directory's files, sorted by relative path)."""
+    path = Path(path)
+    h = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        if path.is_dir():
+            h.update(str(f.relative_to(path)).encode())
+        with open(f, "rb") as fh:
+            while block := fh.read(chunk):
+                h.update(block)
+    return h.hexdigest()
+
+
+def content_key(stage: str, inputs: dict[str, str], config: dict[str, Any]) -> str:
+    """Cache key of a stage: its name, its inputs' hashes and its config, canonically hashed."""
+    blob = json.dumps({"stage": stage, "inputs": inputs, "config": config}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+class StageCache:
+    """Content-addressed store of finished stage outputs under ``<root>/<stage>/<key>/``."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    def entry(self, stage: str, key: str) -> Path:
+        return self.root / stage / key
+
+    def has(self, stage: str, key: str) -> bool:
+        return (self.entry(stage, key) / "_DONE").exists()
+
+    def run(self, stage: str, key: str, produce: Callable[[Path], None]) -> tuple[Path, bool]:
+        """Return ``(entry dir, was_cached)``; call ``produce(tmp_dir)`` only on a miss.
+
+        ``produce`` writes its files into a temporary directory that is renamed into place
+        when it returns, so a crash mid-stage leaves no half entry behind.
+        """
+        final = self.entry(stage, key)
+        if self.has(stage, key):
+            return final, True
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=final.parent))
+        try:
+            produce(tmp)
+            (tmp / "_DONE").write_text(key)
+            if final.exists():  # a stale, unfinished entry from an older layout
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return final, False

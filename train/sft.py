@@ -1,0 +1,114 @@
+"""Supervised fine-tuning on (prompt, response) records with ``transformers.Trainer``.
+
+Prompt tokens are masked out of the loss (labels = -100), responses end with the eos
+token so the model learns to stop, and batches are padded dynamically. The same code
+builds the embedded default policy (``init_policy``) and serves ``prefwork train sft``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
+
+from pipeline.chat import render_prompt
+from pipeline.store import StageCache, content_key, file_hash, write_json
+from train.policy import PolicyConfig, build_random_policy
+
+
+@dataclass
+class SFTConfig:
+    """Supervised fine-tuning settings (defaults suit the tiny policy on 2 CPU cores)."""
+
+    learning_rate: float = field(default=3e-3, metadata={"help": "peak learning rate (AdamW, cosine decay)"})
+    epochs: float = field(default=3.0, metadata={"help": "passes over the records"})
+    batch_size: int = field(default=32, metadata={"help": "sequences per optimizer step"})
+    max_length: int = field(default=160, metadata={"help": "truncate prompt+response to this many tokens"})
+    warmup_ratio: float = field(default=0.05, metadata={"help": "share of steps with linear warm-up"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    seed: int = field(default=0, metadata={"help": "seed of data order and dropout"})
+    threads: int = field(default=2, metadata={"help": "torch CPU threads"})
+
+
+def encode_example(tokenizer, prompt: str, response: str, max_length: int) -> dict[str, list[int]]:
+    """Token ids of prompt+response+eos, with labels -100 on the prompt part."""
+    p_ids = tokenizer(render_prompt(tokenizer, prompt), add_special_tokens=False)["input_ids"]
+    r_ids = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    ids = (p_ids + r_ids)[:max_length]
+    labels = ([-100] * len(p_ids) + r_ids)[:max_length]
+    return {"input_ids": ids, "labels": labels}
+
+
+class PadCollator:
+    """Right-pad a list of encoded examples to the longest one in the batch."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, feats: list[dict]) -> dict[str, torch.Tensor]:
+        width = max(len(f["input_ids"]) for f in feats)
+        ids = torch.full((len(feats), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(feats), width), -100, dtype=torch.long)
+        mask = torch.zeros((len(feats), width), dtype=torch.long)
+        for i, f in enumerate(feats):
+            n = len(f["input_ids"])
+            ids[i, :n] = torch.tensor(f["input_ids"])
+            labels[i, :n] = torch.tensor(f["labels"])
+            mask[i, :n] = 1
+        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def train_sft(model_dir: str | Path, records: list[dict], out_dir: str | Path, cfg: SFTConfig | None = None) -> Path:
+    """Fine-tune the model in ``model_dir`` on ``records`` ({prompt, response}); save to ``out_dir``."""
+    cfg = cfg or SFTConfig()
+    out = Path(out_dir)
+    torch.set_num_threads(cfg.threads)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    data = [encode_example(tokenizer, r["prompt"], r["response"], cfg.max_length) for r in records]
+    args = TrainingArguments(
+        output_dir=str(out / "checkpoints"), per_device_train_batch_size=cfg.batch_size,
+        num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate, lr_scheduler_type="cosine",
+        warmup_ratio=cfg.warmup_ratio, weight_decay=cfg.weight_decay, seed=cfg.seed, data_seed=cfg.seed,
+        logging_steps=50, save_strategy="no", report_to=[], use_cpu=True, dataloader_num_workers=0,
+        disable_tqdm=not os.environ.get("PREFWORK_PROGRESS", "1") == "1",
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=PadCollator(tokenizer.pad_token_id))
+    result = trainer.train()
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    write_json(out / "sft_metrics.json", {"train_loss": result.training_loss, "steps": result.global_step,
+                                          "config": asdict(cfg), "log": trainer.state.log_history})
+    return out
+
+
+def load_corpus(path: str | Path) -> list[dict]:
+    """Read the SFT corpus (JSONL of {prompt, response})."""
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def init_policy(cache_root: str | Path, corpus_path: str | Path,
+                policy_cfg: PolicyConfig | None = None, sft_cfg: SFTConfig | None = None) -> Path:
+    """Build + SFT the default tiny policy, cached by corpus hash and configs; return its dir.
+
+    A second call with the same corpus and configs returns the cached directory at once.
+    """
+    policy_cfg, sft_cfg = policy_cfg or PolicyConfig(), sft_cfg or SFTConfig()
+    key = content_key("init_policy", {"corpus": file_hash(corpus_path)},
+                      {"policy": asdict(policy_cfg), "sft": asdict(sft_cfg)})
+
+    def produce(tmp: Path) -> None:
+        records = load_corpus(corpus_path)
+        texts = [r["prompt"] for r in records] + [r["response"] for r in records]
+        build_random_policy(tmp / "init", texts, policy_cfg)
+        train_sft(tmp / "init", records, tmp / "model", sft_cfg)
+        shutil.rmtree(tmp / "model" / "checkpoints", ignore_errors=True)
+        shutil.rmtree(tmp / "init", ignore_errors=True)
+
+    entry, _ = StageCache(cache_root).run("policy", key, produce)
+    return entry / "model"
