@@ -1,0 +1,235 @@
+"""Preference training (the DPO family of train/losses.py) on a ``transformers.Trainer``.
+
+``train_dpo`` tokenises PAIRS rows, precomputes the reference log-probs once (no reference
+model is held while training), trains with one concatenated chosen+rejected forward per
+batch, and writes into ``out_dir``: checkpoints (resumed from when present), ``metrics.jsonl``
+(one line per logging window, with held-out reward accuracy and the 3D-properties watch),
+``config.json`` and the final model + tokenizer in ``final/``. Being a plain Trainer subclass,
+accelerate / FSDP / DeepSpeed launchers work unchanged.
+"""
+from __future__ import annotations
+
+import logging
+import random
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import polars as pl
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from pipeline.schemas import PAIRS, validate
+from pipeline.store import write_json, write_table
+from train.dpo_monitor import LikelihoodMonitor, MetricsFile, save_final
+from train.logps import PairCollator, compute_reference_logps, concatenated_logps, encode_pairs
+from train.losses import get_loss
+
+log = logging.getLogger(__name__)
+REFERENCE_FILE = "reference_logps.parquet"
+
+
+@dataclass
+class DPOConfig:
+    """Everything that shapes a preference-training run; defaults suit a tiny Llama on CPU."""
+
+    loss: str = field(default="dpo", metadata={"help": "loss name from train.losses.LOSSES"})
+    beta: float = field(default=0.1, metadata={"help": "KL strength β (IPO: its τ)"})
+    label_smoothing: float = field(default=0.0, metadata={"help": "cDPO label smoothing ε (dpo, dpo_sft)"})
+    delta: float = field(default=1.0, metadata={"help": "SLiC margin δ"})
+    alpha: float = field(default=0.1, metadata={"help": "weight of the chosen NLL term (slic, dpo_sft)"})
+    beta_chosen: float | None = field(default=None, metadata={"help": "flex_dpo β of the chosen term (None: beta)"})
+    beta_rejected: float | None = field(default=None, metadata={"help": "flex_dpo β of the rejected term (None: beta)"})
+    learning_rate: float = field(default=5e-4, metadata={"help": "peak learning rate"})
+    epochs: float = field(default=1.0, metadata={"help": "passes over the training pairs"})
+    max_steps: int = field(default=-1, metadata={"help": "optimizer steps; overrides epochs when > 0"})
+    batch_size: int = field(default=8, metadata={"help": "pairs per device per micro-batch"})
+    grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
+    max_length: int = field(default=256, metadata={"help": "max tokens of prompt + answer (truncated beyond)"})
+    seed: int = field(default=0, metadata={"help": "seed of init order, shuffling and the eval split"})
+    optim: str = field(default="adamw_torch", metadata={"help": "transformers optimizer name"})
+    lr_scheduler_type: str = field(default="constant", metadata={"help": "transformers LR schedule"})
+    warmup_steps: float = field(default=0, metadata={"help": "warm-up steps (a float < 1: fraction of all steps)"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
+    logging_steps: int = field(default=5, metadata={"help": "optimizer steps per metrics.jsonl line"})
+    save_steps: int = field(default=50, metadata={"help": "optimizer steps between checkpoints"})
+    save_total_limit: int = field(default=2, metadata={"help": "checkpoints kept under out_dir"})
+    eval_fraction: float = field(default=0.1, metadata={"help": "share of pairs held out for eval reward accuracy"})
+    reference_batch_size: int = field(default=16, metadata={"help": "pairs per batch of the reference pass"})
+    monitor_ratio: float = field(default=3.0, metadata={
+        "help": "3D watch: warn when chosen log-lik falls and rejected falls this many times faster"})
+    bf16: bool = field(default=False, metadata={"help": "bf16 mixed precision (GPU)"})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for activation memory"})
+
+    def loss_options(self) -> dict:
+        """Keyword options passed to the loss function."""
+        return {"label_smoothing": self.label_smoothing, "delta": self.delta, "alpha": self.alpha,
+                "beta_chosen": self.beta_chosen, "beta_rejected": self.beta_rejected}
+
+
+class PreferenceTrainer(Trainer):
+    """A Trainer whose loss is a preference loss over (chosen, rejected) pairs.
+
+    Batches come from ``PairCollator``; reference log-probs travel in the batch. Per-batch
+    statistics are accumulated and averaged into each log line (TRL's metric names).
+    """
+
+    loss_is_scaled_for_ga = False  # compute_loss returns a mean; Trainer divides by grad_accum
+
+    def __init__(self, *args, dpo_config: DPOConfig, has_reference: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.dpo_config = dpo_config
+        self.loss_fn = get_loss(dpo_config.loss)
+        self._metrics: dict[str, list[float]] = defaultdict(list)
+        self.monitor = LikelihoodMonitor(dpo_config.monitor_ratio, has_reference)
+
+    def pair_losses(self, model, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Per-pair losses (B,) and the (B,) tensors behind the logged metrics.
+
+        Losses with ``average_log_prob`` see per-token means; the logged rewards always
+        use sequence sums, ``beta * (policy - reference)``, as TRL logs them.
+        """
+        out = concatenated_logps(model, inputs)
+        policy_c, policy_r = out["policy_chosen_logps"], out["policy_rejected_logps"]
+        ref_c = inputs.get("reference_chosen_logps", torch.zeros_like(policy_c.detach()))
+        ref_r = inputs.get("reference_rejected_logps", torch.zeros_like(policy_r.detach()))
+        args = (policy_c, policy_r, ref_c, ref_r)
+        if self.loss_fn.average_log_prob:
+            n_c, n_r = out["chosen_counts"].clamp(min=1), out["rejected_counts"].clamp(min=1)
+            args = (policy_c / n_c, policy_r / n_r, ref_c / n_c, ref_r / n_r)
+        nll = {"chosen_nll": out["chosen_nll"]} if self.loss_fn.needs_chosen_nll else {}
+        losses, _, _ = self.loss_fn(*args, beta=self.dpo_config.beta, **self.dpo_config.loss_options(), **nll)
+        beta = self.dpo_config.beta
+        stats = {"rewards/chosen": beta * (policy_c.detach() - ref_c), "rewards/rejected": beta * (policy_r.detach() - ref_r),
+                 "logps/chosen": policy_c.detach(), "logps/rejected": policy_r.detach()}
+        stats["rewards/margins"] = stats["rewards/chosen"] - stats["rewards/rejected"]
+        stats["rewards/accuracies"] = (stats["rewards/chosen"] > stats["rewards/rejected"]).float()
+        stats["logratio/chosen"], stats["logratio/rejected"] = policy_c.detach() - ref_c, policy_r.detach() - ref_r
+        return losses, stats
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """Mean preference loss of the batch; records its statistics for the next log line."""
+        losses, stats = self.pair_losses(model, inputs)
+        for key, values in stats.items():
+            self._metrics[key].append(self.accelerator.gather_for_metrics(values).mean().item())
+        loss = losses.mean()
+        return (loss, stats) if return_outputs else loss
+
+    @torch.no_grad()
+    def eval_metrics(self) -> dict[str, float]:
+        """Loss, reward accuracy and margin of the current model on the held-out pairs."""
+        if self.eval_dataset is None or len(self.eval_dataset) == 0:
+            return {}
+        was_training = self.model.training
+        self.model.eval()
+        sums: dict[str, float] = defaultdict(float)
+        count = 0
+        for batch in self.get_eval_dataloader():
+            losses, stats = self.pair_losses(self.model, self._prepare_inputs(batch))
+            for key, values in (("loss", losses), ("rewards/accuracies", stats["rewards/accuracies"]),
+                                ("rewards/margins", stats["rewards/margins"])):
+                sums[key] += self.accelerator.gather_for_metrics(values).sum().item()
+            count += self.accelerator.gather_for_metrics(losses).numel()
+        self.model.train(was_training)
+        return {f"eval_{key}": value / count for key, value in sums.items()}
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add the window's averaged pair metrics, eval reward accuracy and the 3D watch."""
+        if "loss" in logs and self._metrics:
+            window = {key: sum(v) / len(v) for key, v in self._metrics.items()}
+            shifts = (window.pop("logratio/chosen"), window.pop("logratio/rejected"))
+            logs.update(window)
+            logs.update(self.monitor.update(*shifts, step=self.state.global_step))
+            logs.update(self.eval_metrics())
+            self._metrics.clear()
+        super().log(logs, start_time)
+
+
+class _ListDataset(torch.utils.data.Dataset):
+    def __init__(self, rows: list[dict]):
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.rows[i]
+
+
+def split_eval(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Deterministic (train, eval) row indices; at least one training row is kept."""
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    n_eval = min(int(round(n * fraction)), n - 1) if fraction > 0 else 0
+    return sorted(order[n_eval:]), sorted(order[:n_eval])
+
+
+def attach_reference(examples: list[dict], model_dir: Path, out_dir: Path, cfg: DPOConfig,
+                     collator: PairCollator) -> list[dict]:
+    """Add ``reference_chosen_logps`` / ``reference_rejected_logps`` to each example.
+
+    Computed once by ``model_dir`` (no grad) and cached in ``out_dir/reference_logps.parquet``,
+    so a resumed run reuses them and the reference model is freed before training.
+    """
+    cache = out_dir / REFERENCE_FILE
+    if cache.exists() and pl.read_parquet(cache).height == len(examples):
+        table = pl.read_parquet(cache)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        if torch.cuda.is_available():
+            model = model.to("cuda")
+        chosen, rejected = compute_reference_logps(model, examples, collator, cfg.reference_batch_size)
+        del model
+        table = pl.DataFrame({"reference_chosen_logps": chosen, "reference_rejected_logps": rejected})
+        write_table(table, cache)
+    return [{**e, "reference_chosen_logps": c, "reference_rejected_logps": r}
+            for e, c, r in zip(examples, table["reference_chosen_logps"], table["reference_rejected_logps"])]
+
+
+def _training_args(out_dir: Path, cfg: DPOConfig) -> TrainingArguments:
+    return TrainingArguments(
+        output_dir=str(out_dir), per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
+        lr_scheduler_type=cfg.lr_scheduler_type, warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm, optim=cfg.optim, logging_steps=cfg.logging_steps,
+        save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit,
+        seed=cfg.seed, data_seed=cfg.seed, bf16=cfg.bf16, gradient_checkpointing=cfg.gradient_checkpointing,
+        eval_strategy="no", remove_unused_columns=False, report_to="none", disable_tqdm=True,
+        dataloader_num_workers=0, dataloader_pin_memory=torch.cuda.is_available(),
+    )
+
+
+def train_dpo(model_dir: str | Path, pairs: pl.DataFrame, out_dir: str | Path, cfg: DPOConfig | None = None,
+              *, reference_dir: str | Path | None = None) -> Path:
+    """Train ``model_dir`` on PAIRS rows with ``cfg.loss``; return ``out_dir/final``.
+
+    The reference is ``reference_dir`` (default: ``model_dir``, the usual DPO setting).
+    A checkpoint under ``out_dir`` is resumed from.
+    """
+    cfg = cfg or DPOConfig()
+    loss_fn = get_loss(cfg.loss)  # fail early on an unknown name
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    pairs = validate(pairs, PAIRS, "pairs given to train_dpo")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    collator = PairCollator(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
+    examples = encode_pairs(tokenizer, pairs.iter_rows(named=True), cfg.max_length)
+    if not loss_fn.reference_free:
+        examples = attach_reference(examples, Path(reference_dir or model_dir), out_dir, cfg, collator)
+    train_idx, eval_idx = split_eval(len(examples), cfg.eval_fraction, cfg.seed)
+    write_json(out_dir / "config.json", {**asdict(cfg), "model_dir": str(model_dir),
+                                         "reference_dir": str(reference_dir or model_dir),
+                                         "num_train_pairs": len(train_idx), "num_eval_pairs": len(eval_idx)})
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    trainer = PreferenceTrainer(
+        model=model, args=_training_args(out_dir, cfg), data_collator=collator, processing_class=tokenizer,
+        train_dataset=_ListDataset([examples[i] for i in train_idx]),
+        eval_dataset=_ListDataset([examples[i] for i in eval_idx]) if eval_idx else None,
+        callbacks=[MetricsFile(out_dir / "metrics.jsonl")], dpo_config=cfg,
+        has_reference=not loss_fn.reference_free,
+    )
+    trainer.train(resume_from_checkpoint=get_last_checkpoint(str(out_dir)))
+    return save_final(trainer, out_dir / "final")
