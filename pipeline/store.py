@@ -86,6 +86,17 @@ def file_hash(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def frame_hash(df: pl.DataFrame, columns: list[str] | None = None) -> str:
+    """sha256 of a table's rows (order-sensitive), stable across processes and versions.
+
+    Rows are serialised as NDJSON, so the hash depends on values, not on Parquet encoding.
+    """
+    cols = [c for c in (columns or df.columns) if c in df.columns]
+    h = hashlib.sha256(json.dumps(cols).encode())
+    h.update(df.select(cols).write_ndjson().encode())
+    return h.hexdigest()
+
+
 def content_key(stage: str, inputs: dict[str, str], config: dict[str, Any]) -> str:
     """Cache key of a stage: its name, its inputs' hashes and its config, canonically hashed."""
     blob = json.dumps({"stage": stage, "inputs": inputs, "config": config}, sort_keys=True, default=str)

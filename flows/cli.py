@@ -1,0 +1,67 @@
+"""The ``prefwork`` command line: one subcommand per module in ``flows/commands``.
+
+Each command module defines ``NAME``, ``HELP`` and ``register(parser)`` (which sets
+``func`` on the parser); options come from the typed config dataclasses
+(``flows.options.add_dataclass``), so ``--help`` shows the same help text as the code.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from pipeline.schemas import SchemaError
+
+#: Subcommands in the order ``prefwork --help`` lists them.
+COMMAND_MODULES = ("loop", "init_policy", "sample", "judge", "pairs", "train", "winrate", "report", "toy")
+
+EPILOG = """examples:
+  prefwork loop                                 # the default on-policy iterative DPO loop on CPU
+  prefwork loop --rounds 3 --name longer        # more rounds, named run directory
+  prefwork loop --resume runs/<timestamp>-loop  # continue a killed run; finished stages are reused
+  prefwork <command> --help                     # every option, with its default
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="prefwork", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        description="Make and measure preference data for LLM alignment: sample on-policy candidates, "
+                    "judge them, build (prompt, chosen, rejected) pairs, train with DPO/sDPO, and report "
+                    "win rates with their variance.")
+    subs = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for mod_name in COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(f"flows.commands.{mod_name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"flows.commands.{mod_name}":
+                continue  # a command not built yet
+            raise
+        sub = subs.add_parser(mod.NAME, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP),
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        mod.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (SchemaError, FileNotFoundError, ValueError) as exc:
+        from rich.console import Console
+        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: finished work is kept; run the same command again (or --resume) to continue",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Sampling engines behind ``pipeline.sample.Engine``.
+
+- ``TransformersEngine``: ``model.generate`` with left padding; the no-install fallback.
+  Candidate ``j`` of a shard is drawn in one batched call over the shard's prompts with
+  its own seed, so every candidate records a seed that reproduces it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from pipeline.chat import render_prompt
+from pipeline.sample import Completion, SampleConfig, apply_stop, derive_seed
+from pipeline.schemas import SchemaError
+
+
+def check_model_dir(model_dir: str | Path) -> Path:
+    """A clear error for a model directory that does not exist or is not a HF model."""
+    path = Path(model_dir)
+    if not path.is_dir():
+        raise SchemaError(str(path), None, None, "model directory does not exist")
+    if not (path / "config.json").exists():
+        raise SchemaError(str(path), None, "config.json", "is not a Hugging Face model directory (no config.json)")
+    return path
+
+
+class TransformersEngine:
+    """Sample with ``transformers`` ``generate`` on CPU (or whatever device torch picks)."""
+
+    name = "transformers"
+
+    def __init__(self, model_dir: str | Path, threads: int | None = None, batch_size: int = 128):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        check_model_dir(model_dir)
+        if threads:
+            torch.set_num_threads(threads)
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+        self.context = int(getattr(self.model.config, "max_position_embeddings", 2048))
+        self.batch_size = batch_size
+
+    def _encode(self, prompts: list[str], cfg: SampleConfig) -> tuple[list[list[int]], list[int]]:
+        """Token ids per prompt, and the indices of prompts that fit the context window."""
+        ids = [self.tokenizer(render_prompt(self.tokenizer, p), add_special_tokens=False)["input_ids"] for p in prompts]
+        limit = self.context - cfg.max_tokens
+        too_long = [i for i, x in enumerate(ids) if len(x) > limit]
+        if too_long and cfg.on_long_prompt == "error":
+            i = too_long[0]
+            raise SchemaError(None, None, "prompt", f"prompt {prompts[i][:60]!r} has {len(ids[i])} tokens; the "
+                              f"context is {self.context} with {cfg.max_tokens} new tokens (use on_long_prompt=skip)")
+        return ids, [i for i in range(len(ids)) if i not in set(too_long)]
+
+    @torch.inference_mode()
+    def _generate_batch(self, ids: list[list[int]], cfg: SampleConfig, seed: int) -> list[Completion]:
+        pad, eos = self.tokenizer.pad_token_id, self.tokenizer.eos_token_id
+        width = max(len(x) for x in ids)
+        input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids])
+        mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids])
+        torch.manual_seed(seed)
+        out = self.model.generate(
+            input_ids=input_ids, attention_mask=mask, do_sample=cfg.temperature > 0,
+            temperature=cfg.temperature if cfg.temperature > 0 else None, top_p=cfg.top_p,
+            max_new_tokens=cfg.max_tokens, pad_token_id=pad, eos_token_id=eos,
+        )[:, width:]
+        comps = []
+        for row in out.tolist():
+            ended = eos in row
+            toks = row[: row.index(eos)] if ended else row
+            text, cut = apply_stop(self.tokenizer.decode(toks, skip_special_tokens=True), cfg.stop)
+            comps.append(Completion(text.strip(), "stop" if ended or cut else "length", len(toks), seed))
+        return comps
+
+    def generate(self, prompts: list[str], cfg: SampleConfig, shard_seed: int) -> list[list[Completion]]:
+        ids, keep = self._encode(prompts, cfg)
+        outs: list[list[Completion]] = [[] for _ in prompts]
+        for j in range(cfg.n):
+            seed = derive_seed(shard_seed, j)
+            for start in range(0, len(keep), self.batch_size):
+                idx = keep[start:start + self.batch_size]
+                for i, comp in zip(idx, self._generate_batch([ids[i] for i in idx], cfg, seed)):
+                    outs[i].append(comp)
+        return outs

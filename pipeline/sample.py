@@ -1,0 +1,105 @@
+"""On-policy sampling: N candidates per prompt, in resumable shards, through a pluggable engine.
+
+``sample`` cuts the prompts into shards of ``shard_size``; each finished shard is written
+atomically to ``<out>.shards/`` before the next starts, so a killed run restarted with the
+same arguments skips finished shards and ends with the same final file. Engines share one
+interface (``Engine.generate``); the transformers engine is the no-install fallback and the
+vLLM and OpenAI-compatible engines live beside it (``pipeline.engines``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import polars as pl
+
+from pipeline.schemas import CANDIDATES, PROMPTS, validate
+from pipeline.store import content_key, frame_hash, read_table, write_table
+
+
+@dataclass
+class SampleConfig:
+    """How candidates are sampled (the same fields for every engine)."""
+
+    n: int = field(default=8, metadata={"help": "candidates per prompt"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling mass"})
+    max_tokens: int = field(default=48, metadata={"help": "new tokens per candidate"})
+    seed: int = field(default=0, metadata={"help": "base seed; each shard and candidate derives its own"})
+    stop: list[str] = field(default_factory=list, metadata={"help": "stop strings (cut, finish_reason=stop)"})
+    shard_size: int = field(default=128, metadata={"help": "prompts per resumable shard"})
+    on_long_prompt: str = field(default="error", metadata={"help": "'error' or 'skip' prompts longer than the context"})
+
+
+@dataclass
+class Completion:
+    text: str
+    finish_reason: str  # "stop" (eos or stop string) or "length"
+    num_tokens: int
+    seed: int
+
+
+class Engine(Protocol):
+    """What a sampling engine provides: N completions for each prompt of a shard."""
+
+    name: str
+
+    def generate(self, prompts: list[str], cfg: SampleConfig, shard_seed: int) -> list[list[Completion]]: ...
+
+
+def derive_seed(*parts) -> int:
+    """A stable 31-bit seed from any parts (base seed, shard index, candidate id ...)."""
+    return int.from_bytes(hashlib.sha256(json.dumps(parts).encode()).digest()[:4], "big") >> 1
+
+
+def apply_stop(text: str, stop: list[str]) -> tuple[str, bool]:
+    """Cut ``text`` at the first stop string; return (text, was_cut)."""
+    cut = min((i for s in stop if (i := text.find(s)) >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+def _shard_rows(shard: pl.DataFrame, outs: list[list[Completion]], model: str) -> pl.DataFrame:
+    rows = []
+    for p, comps in zip(shard.iter_rows(named=True), outs):
+        for cid, c in enumerate(comps):
+            rows.append({
+                "prompt_id": p["prompt_id"], "prompt": p["prompt"], "candidate_id": cid, "text": c.text,
+                "model": model, "seed": c.seed, "finish_reason": c.finish_reason, "num_tokens": c.num_tokens,
+                "task": p.get("task"), "meta": p.get("meta"),
+            })
+    return pl.DataFrame(rows, schema={**CANDIDATES.required, **CANDIDATES.optional})
+
+
+def sample(prompts: pl.DataFrame, engine: Engine, out_path: str | Path, cfg: SampleConfig,
+           model_name: str, progress=None) -> Path:
+    """Sample ``cfg.n`` candidates for every prompt into ``out_path`` (candidates contract).
+
+    Shards live in ``<out_path>.shards/<run key>/``; the run key hashes the prompts, the
+    model and the config, so a restart with the same arguments reuses them and a changed
+    argument never mixes old shards in. ``progress`` is an optional callable
+    ``(prompts_done, tokens_done)`` for a progress bar.
+    """
+    prompts = validate(prompts, PROMPTS)
+    out_path = Path(out_path)
+    key = content_key("sample", {"prompts": frame_hash(prompts), "model": model_name}, asdict(cfg))
+    shard_dir = out_path.parent / f"{out_path.name}.shards" / key
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for idx, start in enumerate(range(0, prompts.height, cfg.shard_size)):
+        shard = prompts.slice(start, cfg.shard_size)
+        path = shard_dir / f"shard-{idx:05d}.parquet"
+        if not path.exists():
+            outs = engine.generate(shard["prompt"].to_list(), cfg, derive_seed(cfg.seed, idx))
+            write_table(_shard_rows(shard, outs, model_name), path, CANDIDATES)
+        paths.append(path)
+        if progress is not None:
+            progress(shard.height, _shard_tokens(path))
+    final = pl.concat([read_table(p) for p in paths]) if paths else pl.DataFrame(schema=CANDIDATES.required)
+    return write_table(final, out_path, CANDIDATES)
+
+
+def _shard_tokens(path: Path) -> int:
+    return int(pl.scan_parquet(path).select(pl.col("num_tokens").sum()).collect().item() or 0)
