@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 
 import polars as pl
 import pytest
@@ -172,3 +173,24 @@ def test_sdpo_reference_is_previous_step_and_rerun_skips(policy_dir, tmp_path, m
 
     monkeypatch.setattr("train.sdpo.train_dpo", must_not_train)
     assert train_sdpo(policy_dir, chunks, tmp_path / "sdpo", cfg) == final
+
+
+@pytest.mark.slow
+def test_dpo_schedule_trains_all_chunks_at_once(policy_dir, tmp_path):
+    chunks = make_pairs().with_columns(chunk=pl.Series([i % 2 for i in range(32)]), difficulty=pl.lit(0.5))
+    final = train_sdpo(policy_dir, chunks, tmp_path / "base", tiny_cfg(max_steps=1), schedule="dpo")
+    assert final == tmp_path / "base" / "dpo" / "final" and final.is_dir()
+    assert pl.read_parquet(tmp_path / "base" / "dpo" / "reference_logps.parquet").height == 32
+    with pytest.raises(ValueError, match="valid schedules: sdpo, dpo"):
+        train_sdpo(policy_dir, chunks, tmp_path / "x", tiny_cfg(), schedule="random")
+
+
+@pytest.mark.slow
+def test_reference_cache_is_not_reused_for_other_pairs(policy_dir, tmp_path):
+    run = tmp_path / "run"
+    train_dpo(policy_dir, make_pairs(), run, tiny_cfg(max_steps=1))
+    other = make_pairs().with_columns(chosen=pl.col("chosen") + " Truly.")
+    shutil.rmtree(run / "final")
+    train_dpo(policy_dir, other, run, tiny_cfg(max_steps=2))
+    want_c, _ = fresh_reference(policy_dir, other)
+    assert torch.allclose(stored_reference(run)[0], want_c, atol=1e-4)

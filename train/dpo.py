@@ -9,6 +9,8 @@ accelerate / FSDP / DeepSpeed launchers work unchanged.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import random
 from collections import defaultdict
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import polars as pl
 import torch
+from accelerate import PartialState
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
@@ -166,23 +169,29 @@ def split_eval(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]
     return sorted(order[n_eval:]), sorted(order[:n_eval])
 
 
+def _reference_key(examples: list[dict], model_dir: Path) -> str:
+    """Hash of the reference model's path and the token ids: a cache entry is reused only
+    for the same model and the same tokenised pairs."""
+    ids = [[e["prompt_ids"], e["chosen_ids"], e["rejected_ids"]] for e in examples]
+    return hashlib.sha256(json.dumps([str(model_dir.resolve()), ids]).encode()).hexdigest()
+
+
 def attach_reference(examples: list[dict], model_dir: Path, out_dir: Path, cfg: DPOConfig,
                      collator: PairCollator) -> list[dict]:
     """Add ``reference_chosen_logps`` / ``reference_rejected_logps`` to each example.
 
-    Computed once by ``model_dir`` (no grad) and cached in ``out_dir/reference_logps.parquet``,
-    so a resumed run reuses them and the reference model is freed before training.
+    Computed once by ``model_dir`` (no grad) and cached in ``out_dir/reference_logps.parquet``
+    (with a key of model path + token ids), so a resumed run reuses them; the reference
+    model is freed before training.
     """
-    cache = out_dir / REFERENCE_FILE
-    if cache.exists() and pl.read_parquet(cache).height == len(examples):
-        table = pl.read_parquet(cache)
-    else:
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-        if torch.cuda.is_available():
-            model = model.to("cuda")
+    cache, key = out_dir / REFERENCE_FILE, _reference_key(examples, model_dir)
+    table = pl.read_parquet(cache) if cache.exists() else None
+    if table is None or table.height != len(examples) or table["reference_key"][0] != key:
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(PartialState().device)
         chosen, rejected = compute_reference_logps(model, examples, collator, cfg.reference_batch_size)
         del model
-        table = pl.DataFrame({"reference_chosen_logps": chosen, "reference_rejected_logps": rejected})
+        table = pl.DataFrame({"reference_chosen_logps": chosen, "reference_rejected_logps": rejected,
+                              "reference_key": [key] * len(examples)})
         write_table(table, cache)
     return [{**e, "reference_chosen_logps": c, "reference_rejected_logps": r}
             for e, c, r in zip(examples, table["reference_chosen_logps"], table["reference_rejected_logps"])]
@@ -213,6 +222,8 @@ def train_dpo(model_dir: str | Path, pairs: pl.DataFrame, out_dir: str | Path, c
     loss_fn = get_loss(cfg.loss)  # fail early on an unknown name
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     pairs = validate(pairs, PAIRS, "pairs given to train_dpo")
+    if pairs.height == 0:
+        raise ValueError("train_dpo got no pairs to train on")
     out_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     collator = PairCollator(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
