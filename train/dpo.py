@@ -105,7 +105,8 @@ class PreferenceTrainer(Trainer):
         nll = {"chosen_nll": out["chosen_nll"]} if self.loss_fn.needs_chosen_nll else {}
         losses, _, _ = self.loss_fn(*args, beta=self.dpo_config.beta, **self.dpo_config.loss_options(), **nll)
         beta = self.dpo_config.beta
-        stats = {"rewards/chosen": beta * (policy_c.detach() - ref_c), "rewards/rejected": beta * (policy_r.detach() - ref_r),
+        stats = {"rewards/chosen": beta * (policy_c.detach() - ref_c),
+                 "rewards/rejected": beta * (policy_r.detach() - ref_r),
                  "logps/chosen": policy_c.detach(), "logps/rejected": policy_r.detach()}
         stats["rewards/margins"] = stats["rewards/chosen"] - stats["rewards/rejected"]
         stats["rewards/accuracies"] = (stats["rewards/chosen"] > stats["rewards/rejected"]).float()
