@@ -108,3 +108,10 @@ def test_generator_is_deterministic(files):
     assert mod.make_prompts(random.Random(mod.SEED), "train") == train
     assert mod.make_prompts(random.Random(mod.SEED + 1), "heldout") == heldout
     assert mod.make_corpus(random.Random(mod.SEED + 2)) == corpus
+
+
+def test_a_keyword_can_be_copied_from_every_prompt(files):
+    """Content is learnable on unseen subjects: some keyword always appears in the prompt itself."""
+    train, heldout, _ = files
+    for r in train + heldout:
+        assert words(r["prompt"]) & {k.lower() for k in r["meta"]["keywords"]}, r["prompt"]
