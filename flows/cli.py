@@ -24,6 +24,10 @@ EPILOG = """examples:
 """
 
 
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keep paragraphs of descriptions as written, and show every option's default."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="prefwork", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
@@ -39,13 +43,17 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # a command not built yet
             raise
         sub = subs.add_parser(mod.NAME, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP),
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                              formatter_class=_Formatter)
         mod.register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # Prefect keeps its database under PREFECT_HOME; ours stays in the workspace (DESIGN.md),
+    # and its INFO chatter stays out of the progress bars unless asked for.
+    os.environ.setdefault("PREFECT_HOME", os.path.abspath(os.path.join("runs", ".prefect")))
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

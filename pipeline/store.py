@@ -2,8 +2,7 @@
 and the content-addressed stage cache that lets a re-run or ``--resume`` skip finished work.
 
 A stage's cache key is ``sha256(stage name, its inputs' content hashes, its config)``;
-its output lives in ``<workspace>/cache/<stage>/<key>/`` and is written atomically, so
-an entry either exists completely or not at all.
+its output lives in ``<workspace>/cache/<stage>/<key>/`` and appears only when complete.
 """
 from __future__ import annotations
 
@@ -116,23 +115,21 @@ class StageCache:
         return (self.entry(stage, key) / "_DONE").exists()
 
     def run(self, stage: str, key: str, produce: Callable[[Path], None]) -> tuple[Path, bool]:
-        """Return ``(entry dir, was_cached)``; call ``produce(tmp_dir)`` only on a miss.
+        """Return ``(entry dir, was_cached)``; call ``produce(work_dir)`` only on a miss.
 
-        ``produce`` writes its files into a temporary directory that is renamed into place
-        when it returns, so a crash mid-stage leaves no half entry behind.
+        ``produce`` writes into ``<key>.partial/``, which is renamed into place when it
+        returns, so readers never see half an entry. The partial directory is stable: a
+        stage killed mid-way finds its finished pieces there (sample shards, training
+        checkpoints) when it runs again, and resumes instead of starting over.
         """
         final = self.entry(stage, key)
         if self.has(stage, key):
             return final, True
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=final.parent))
-        try:
-            produce(tmp)
-            (tmp / "_DONE").write_text(key)
-            if final.exists():  # a stale, unfinished entry from an older layout
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+        work = final.with_name(key + ".partial")
+        work.mkdir(parents=True, exist_ok=True)
+        produce(work)
+        (work / "_DONE").write_text(key)
+        if final.exists():  # an unfinished entry from an older layout
+            shutil.rmtree(final)
+        os.replace(work, final)
         return final, False

@@ -73,7 +73,7 @@ def train_sft(model_dir: str | Path, records: list[dict], out_dir: str | Path, c
     args = TrainingArguments(
         output_dir=str(out / "checkpoints"), per_device_train_batch_size=cfg.batch_size,
         num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate, lr_scheduler_type="cosine",
-        warmup_ratio=cfg.warmup_ratio, weight_decay=cfg.weight_decay, seed=cfg.seed, data_seed=cfg.seed,
+        warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay, seed=cfg.seed, data_seed=cfg.seed,
         logging_steps=50, save_strategy="no", report_to=[], use_cpu=True, dataloader_num_workers=0,
         disable_tqdm=not os.environ.get("PREFWORK_PROGRESS", "1") == "1",
     )

@@ -1,0 +1,55 @@
+"""``prefwork loop``: the on-policy iterative DPO loop (the Prefect flow ``iterative_dpo``)."""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from flows.loop_config import LoopConfig
+from flows.options import add_dataclass, from_args
+
+NAME = "loop"
+HELP = "run R rounds of sample -> judge -> pairs -> chunks -> sDPO -> win rate vs SFT"
+DESCRIPTION = """Run the on-policy iterative DPO loop as the Prefect flow `iterative_dpo`.
+
+Each round samples N candidates per training prompt from the current policy, judges them
+with the rule judge, builds best-vs-worst pairs, sorts them easy-to-hard into chunks,
+trains with sDPO (chunk t starts from and is referenced by the model after chunk t-1), and
+measures the new policy against the SFT policy on held-out prompts, k times with fresh
+seeds. Everything lands in runs/<timestamp>-<name>/; finished stages are cached in
+runs/.cache, so re-running, or --resume after a crash, redoes no finished work."""
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run in RUN_DIR with its saved config")
+    add_dataclass(parser, LoopConfig)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from flows import progress
+    from flows.loop import iterative_dpo
+    from flows.loop_report import results_table, write_outputs
+    from pipeline.run import RunDir
+
+    if args.resume:
+        run_dir = RunDir(args.resume)
+        cfg_file = run_dir.path / "config.json"
+        if not cfg_file.exists():
+            raise FileNotFoundError(f"{cfg_file}: not a loop run directory (no config.json)")
+        cfg = LoopConfig(**json.loads(cfg_file.read_text()))
+    else:
+        cfg = from_args(LoopConfig, args)
+        run_dir = RunDir.create(cfg.workspace, cfg.name)
+        run_dir.write_metadata(cfg, {})
+    progress.console.print(f"[bold]prefwork loop[/] -> {run_dir.path}")
+    t0 = time.time()
+    with progress.bars():
+        rows = iterative_dpo(config=asdict(cfg), run_dir=str(run_dir.path))
+    elapsed = time.time() - t0
+    report = write_outputs(run_dir.path, rows, asdict(cfg), Path(cfg.workspace), elapsed)
+    progress.console.print(results_table(rows, f"prefwork loop ({elapsed:.0f} s)"))
+    progress.console.print(f"report: {report}")
+    return 0

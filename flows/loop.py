@@ -1,0 +1,186 @@
+"""The on-policy iterative DPO loop as the Prefect flow ``iterative_dpo``.
+
+Round r: sample N candidates per training prompt from the policy of round r-1, judge them
+with the rule judge, build best-vs-worst pairs, sort them easy-to-hard into chunks, train
+with sDPO starting from that policy, then evaluate the new policy against the SFT policy
+on held-out prompts (k repeats). Each round is a subflow; each stage a thin task over a
+cached function of ``flows.stages``, so a re-run or ``--resume`` redoes no finished stage.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from evaluators.winrate import summarize
+from flows import progress, stages
+from pipeline.curriculum import ChunkConfig
+from pipeline.pairs import PairConfig
+from pipeline.prompts import load_prompts
+from pipeline.run import RunDir
+from pipeline.sample import SampleConfig
+from pipeline.schemas import SCORES
+from pipeline.store import StageCache, read_table
+from flows.loop_config import LoopConfig
+
+EVAL_SEED_MODEL, EVAL_SEED_BASELINE = 1_000, 2_000
+
+
+def _engine_factory(name: str):
+    from pipeline.engines import TransformersEngine
+
+    def make(model_dir: Path):
+        if name == "vllm":
+            from pipeline.engines_factory import make_engine
+            return make_engine("vllm", model_dir)
+        return TransformersEngine(model_dir, threads=2)
+    return make
+
+
+def resolve_engine(name: str) -> str:
+    if name != "auto":
+        return name
+    try:
+        from pipeline.engines_factory import make_engine  # noqa: F401
+        import vllm  # noqa: F401
+        return "vllm"
+    except ImportError:
+        return "transformers"
+
+
+@dataclass
+class Context:
+    """What every task of one loop run shares (plain data, passed by value to tasks)."""
+
+    cfg: LoopConfig
+    run_dir: str
+    cache_root: str
+    engine: str
+
+    @property
+    def cache(self) -> StageCache:
+        return StageCache(self.cache_root)
+
+    @property
+    def run(self) -> RunDir:
+        return RunDir(self.run_dir)
+
+
+def _prompts(path: str, limit: int) -> tuple[Path, pl.DataFrame]:
+    df = load_prompts(path)
+    return Path(path), (df.head(limit) if limit else df)
+
+
+def _logged(ctx: Context, round_: int, stage: str, fn, *args):
+    t0 = time.time()
+    path, cached = fn(*args)
+    ctx.run.log_metric(round=round_, stage=stage, seconds=round(time.time() - t0, 2), cached=cached, output=str(path))
+    return path
+
+
+@task(name="init-policy", cache_policy=NO_CACHE)
+def init_policy_task(ctx: Context) -> str:
+    if ctx.cfg.policy:
+        return ctx.cfg.policy
+    from train.sft import init_policy
+    t0 = time.time()
+    path = init_policy(ctx.cache_root, ctx.cfg.corpus)
+    ctx.run.log_metric(round=0, stage="init_policy", seconds=round(time.time() - t0, 2), output=str(path))
+    return str(path)
+
+
+@task(name="sample", cache_policy=NO_CACHE)
+def sample_task(ctx: Context, round_: int, prompts_path: str, limit: int, model_dir: str, n: int,
+                temperature: float, seed: int, label: str) -> str:
+    path, prompts = _prompts(prompts_path, limit)
+    cfg = SampleConfig(n=n, temperature=temperature, max_tokens=ctx.cfg.max_tokens, seed=seed)
+    bar = lambda: progress.sampling_bar(f"round {round_}: sample {label} ({ctx.engine})", prompts.height)  # noqa: E731
+    return str(_logged(ctx, round_, f"sample:{label}", stages.sample_stage, ctx.cache, path, prompts,
+                       Path(model_dir), cfg, ctx.engine, _engine_factory(ctx.engine), label, bar))
+
+
+@task(name="judge", cache_policy=NO_CACHE)
+def judge_task(ctx: Context, round_: int, candidates: str) -> str:
+    return str(_logged(ctx, round_, "judge", stages.judge_stage, ctx.cache, Path(candidates)))
+
+
+@task(name="pairs", cache_policy=NO_CACHE)
+def pairs_task(ctx: Context, round_: int, candidates: str, scores: str) -> str:
+    return str(_logged(ctx, round_, "pairs", stages.pairs_stage, ctx.cache, Path(candidates), Path(scores),
+                       PairConfig(min_margin=ctx.cfg.min_margin)))
+
+
+@task(name="chunks", cache_policy=NO_CACHE)
+def chunks_task(ctx: Context, round_: int, pairs: str, model_dir: str) -> str:
+    cfg = ChunkConfig(chunks=ctx.cfg.chunks, method=ctx.cfg.curriculum, seed=ctx.cfg.seed)
+    return str(_logged(ctx, round_, "chunks", stages.chunks_stage, ctx.cache, Path(pairs), Path(model_dir), cfg, 192))
+
+
+@task(name="train", cache_policy=NO_CACHE)
+def train_task(ctx: Context, round_: int, chunks: str, model_dir: str) -> str:
+    with progress.stage(f"round {round_}: {ctx.cfg.schedule} training ({ctx.cfg.loss}, {ctx.cfg.chunks} chunks)"):
+        return str(_logged(ctx, round_, "train", stages.train_stage, ctx.cache, Path(chunks), Path(model_dir),
+                           ctx.cfg.dpo_config(), ctx.cfg.schedule))
+
+
+@task(name="evaluate", cache_policy=NO_CACHE)
+def evaluate_task(ctx: Context, round_: int, model_cands: str, baseline_cands: str) -> dict:
+    path = _logged(ctx, round_, "judgments", stages.judge_pairwise_stage, ctx.cache, Path(model_cands),
+                   Path(baseline_cands))
+    summary = summarize(read_table(path)).to_dict()
+    summary.pop("per_repeat", None)
+    m_scores, _ = stages.judge_stage(ctx.cache, Path(model_cands))
+    summary["rule_pass_rate"] = float(read_table(m_scores, SCORES)["score"].mean())
+    summary["judgments"] = str(path)
+    return summary
+
+
+def _pair_stats(pairs_path: str) -> dict:
+    return json.loads((Path(pairs_path).parent / "pair_stats.json").read_text())
+
+
+@flow(name="dpo-round", log_prints=False)
+def round_flow(ctx: Context, round_: int, policy: str, baseline_eval: str) -> dict:
+    """One on-policy round: sample -> judge -> pairs -> chunks -> sDPO -> evaluate vs SFT."""
+    cfg = ctx.cfg
+    cands = sample_task(ctx, round_, cfg.train_prompts, cfg.train_prompts_limit, policy, cfg.n, cfg.temperature,
+                        cfg.seed * 7919 + round_, f"round{round_}-train")
+    scores = judge_task(ctx, round_, cands)
+    pairs = pairs_task(ctx, round_, cands, scores)
+    chunks = chunks_task(ctx, round_, pairs, policy)
+    new_policy = train_task(ctx, round_, chunks, policy)
+    model_eval = sample_task(ctx, round_, cfg.eval_prompts, cfg.eval_prompts_limit, new_policy, cfg.eval_repeats,
+                             cfg.eval_temperature, EVAL_SEED_MODEL, f"round{round_}")
+    summary = evaluate_task(ctx, round_, model_eval, baseline_eval)
+    stats = _pair_stats(pairs)
+    train_pass = float(read_table(scores, SCORES)["score"].mean())
+    return {"round": round_, "stage": cfg.schedule if cfg.schedule == "dpo" else "sDPO", "policy": new_policy,
+            "pairs": stats["pairs"], "pair_stats": stats, "train_candidates_score": train_pass,
+            "artifacts": {"candidates": cands, "scores": scores, "pairs": pairs, "chunks": chunks,
+                          "eval_candidates": model_eval}, **summary}
+
+
+@flow(name="iterative_dpo", log_prints=False)
+def iterative_dpo(config: dict, run_dir: str) -> list[dict]:
+    """R rounds of on-policy DPO; returns one result row per round (round 0 = the SFT policy)."""
+    cfg = LoopConfig(**config)
+    workspace = Path(cfg.workspace)
+    ctx = Context(cfg=cfg, run_dir=run_dir, cache_root=str(workspace / ".cache"), engine=resolve_engine(cfg.engine))
+    ctx.run.log_metric(stage="start", engine=ctx.engine, rounds=cfg.rounds)
+    policy = init_policy_task(ctx)
+    k, lim = cfg.eval_repeats, cfg.eval_prompts_limit
+    baseline_eval = sample_task(ctx, 0, cfg.eval_prompts, lim, policy, k, cfg.eval_temperature, EVAL_SEED_BASELINE,
+                                "sft-baseline")
+    sft_eval = sample_task(ctx, 0, cfg.eval_prompts, lim, policy, k, cfg.eval_temperature, EVAL_SEED_MODEL, "sft")
+    rows = [{"round": 0, "stage": "SFT", "policy": policy, "pairs": None,
+             "artifacts": {"eval_candidates": sft_eval}, **evaluate_task(ctx, 0, sft_eval, baseline_eval)}]
+    for r in range(1, cfg.rounds + 1):
+        rows.append(round_flow(ctx, r, policy, baseline_eval))
+        policy = rows[-1]["policy"]
+        ctx.run.log_metric(round=r, stage="round_done", win_rate=rows[-1]["win_rate"], std=rows[-1]["std"])
+    return rows

@@ -1,0 +1,46 @@
+"""The loop's typed config (light to import: the CLI builds its options from it)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+
+
+@dataclass
+class LoopConfig:
+    """The on-policy iterative DPO loop; every default runs on a 2-core CPU in minutes."""
+
+    name: str = field(default="loop", metadata={"help": "run name (suffix of the run directory)"})
+    workspace: str = field(default="runs", metadata={"help": "run root: run dirs, content cache, default policy"})
+    rounds: int = field(default=2, metadata={"help": "on-policy rounds R"})
+    train_prompts: str = field(default=str(DATA / "prompts" / "train.jsonl"), metadata={"help": "training prompts"})
+    eval_prompts: str = field(default=str(DATA / "prompts" / "heldout.jsonl"), metadata={"help": "held-out prompts"})
+    corpus: str = field(default=str(DATA / "corpus" / "sft.jsonl"), metadata={"help": "SFT corpus of the default policy"})
+    policy: str | None = field(default=None, metadata={"help": "starting policy dir (default: build the tiny policy)"})
+    engine: str = field(default="auto", metadata={"help": "sampling engine: auto (vllm if installed), vllm, transformers"})
+    n: int = field(default=8, metadata={"help": "candidates per prompt"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature of training candidates"})
+    max_tokens: int = field(default=48, metadata={"help": "new tokens per answer"})
+    chunks: int = field(default=2, metadata={"help": "sDPO steps T per round"})
+    curriculum: str = field(default="logp_margin", metadata={"help": "difficulty: logp_margin, judge_margin, random"})
+    schedule: str = field(default="sdpo", metadata={"help": "sdpo (chunk by chunk) or dpo (all pairs at once)"})
+    min_margin: float = field(default=0.0, metadata={"help": "drop pairs whose score margin is at most this"})
+    loss: str = field(default="dpo", metadata={"help": "preference loss (train.losses.LOSSES)"})
+    beta: float = field(default=0.1, metadata={"help": "DPO beta"})
+    learning_rate: float = field(default=1e-3, metadata={"help": "learning rate of each sDPO step"})
+    epochs: float = field(default=2.0, metadata={"help": "epochs over each chunk"})
+    batch_size: int = field(default=16, metadata={"help": "pairs per optimizer step"})
+    eval_repeats: int = field(default=8, metadata={"help": "k: repeated evaluations (fresh seeds each)"})
+    eval_temperature: float = field(default=0.7, metadata={"help": "sampling temperature of evaluation answers"})
+    eval_prompts_limit: int = field(default=0, metadata={"help": "use only the first N held-out prompts (0 = all)"})
+    train_prompts_limit: int = field(default=0, metadata={"help": "use only the first N training prompts (0 = all)"})
+    seed: int = field(default=0, metadata={"help": "base seed of sampling and training"})
+
+    def dpo_config(self):
+        """The training config of each sDPO step (train.dpo.DPOConfig)."""
+        from train.dpo import DPOConfig
+
+        return DPOConfig(loss=self.loss, beta=self.beta, learning_rate=self.learning_rate, epochs=self.epochs,
+                         batch_size=self.batch_size, seed=self.seed, max_length=192, logging_steps=2,
+                         save_steps=10, eval_fraction=0.1)

@@ -1,0 +1,96 @@
+"""What a loop run shows and leaves behind: the results table, report.md, plots, history.
+
+Wiring only: the numbers come from ``evaluators.winrate`` (via the loop's rows), the table
+and markdown helpers from ``evaluators.report``, the charts from ``evaluators.plots``.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import polars as pl
+from rich.table import Table
+
+from evaluators.plots import plot_training_curves, plot_winrates
+from evaluators.report import append_history, pct, points, write_report_md
+from pipeline.schemas import CANDIDATES, SCORES
+from pipeline.store import read_table
+
+COLUMNS = ("Round", "Stage", "Win rate vs SFT", "Std", "Min", "Max", "Pairs", "Rule pass rate")
+
+
+def table_cells(row: dict) -> list[str]:
+    return [str(row["round"]), row["stage"], pct(row["win_rate"]), points(row.get("std")), pct(row.get("min")),
+            pct(row.get("max")), "—" if row.get("pairs") is None else str(row["pairs"]),
+            pct(row.get("rule_pass_rate"))]
+
+
+def results_table(rows: list[dict], title: str) -> Table:
+    table = Table(*COLUMNS, title=title)
+    for row in rows:
+        table.add_row(*table_cells(row))
+    return table
+
+
+def results_markdown(rows: list[dict]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(table_cells(r)) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _samples_md(row: dict, prompts: int = 3) -> str:
+    """Best and worst candidate of a few training prompts of one round."""
+    arts = row["artifacts"]
+    cands = read_table(arts["candidates"], CANDIDATES)
+    scores = read_table(arts["scores"], SCORES).select("prompt_id", "candidate_id", "score")
+    scored = cands.join(scores, on=["prompt_id", "candidate_id"]).sort(["prompt_id", "score", "candidate_id"])
+    out = []
+    for pid in scored["prompt_id"].unique(maintain_order=True).head(prompts):
+        g = scored.filter(pl.col("prompt_id") == pid)
+        best, worst = g.row(-1, named=True), g.row(0, named=True)
+        out.append(f"**Prompt:** {best['prompt']}\n\n"
+                   f"- best ({best['score']:.2f}): `{best['text']!r}`\n- worst ({worst['score']:.2f}): `{worst['text']!r}`\n")
+    return "\n".join(out)
+
+
+def _training_curves(rows: list[dict]) -> dict[str, pl.DataFrame]:
+    curves = {}
+    for row in rows:
+        if row["round"] == 0:
+            continue
+        for metrics in sorted((Path(row["policy"]).parent / "run").rglob("metrics.jsonl")):
+            recs = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()]
+            recs = [r for r in recs if "rewards/margins" in r and "step" in r]
+            if recs:
+                curves[f"round {row['round']} {metrics.parent.name}"] = pl.DataFrame(
+                    {"step": [r["step"] for r in recs], "rewards/margins": [r["rewards/margins"] for r in recs]})
+    return curves
+
+
+def write_outputs(run_dir: Path, rows: list[dict], config: dict, workspace: Path, elapsed: float) -> Path:
+    """Copy stage outputs into the run dir, write plots, report.md and the results history."""
+    for row in rows:
+        dest = run_dir / f"round_{row['round']}"
+        dest.mkdir(exist_ok=True)
+        for name, src in row.get("artifacts", {}).items():
+            shutil.copyfile(src, dest / f"{name}.parquet")
+        shutil.copyfile(row["judgments"], dest / "judgments.parquet")
+        (dest / "policy").unlink(missing_ok=True)
+        (dest / "policy").symlink_to(Path(row["policy"]).resolve(), target_is_directory=True)
+        append_history(workspace / "history.parquet", model=config["name"], stage=f"round {row['round']} {row['stage']}",
+                       judge="rules", prompts_hash=row.get("prompts_hash", ""), k=config["eval_repeats"],
+                       n=row.get("n_prompts", 0), summary=row, run_dir=str(run_dir))
+    plot_winrates([{**r, "model": f"round {r['round']}"} for r in rows], run_dir / "winrate.png",
+                  title="Win rate vs the SFT policy (held-out prompts, rule judge)")
+    sections = [("Results", results_markdown(rows) + f"\n\nWall time: {elapsed:.0f} s. Win rates: mean over "
+                 f"{config['eval_repeats']} repeats; Std in points (ddof=1).\n\n![win rates](winrate.png)")]
+    curves = _training_curves(rows)
+    if curves:
+        plot_training_curves(curves, run_dir / "reward_margins.png")
+        sections.append(("Training", "Reward margin (chosen - rejected) per sDPO step.\n\n"
+                         "![reward margins](reward_margins.png)"))
+    for row in rows[1:]:
+        sections.append((f"Round {row['round']}: sample answers (best and worst of a few prompts)", _samples_md(row)))
+    sections.append(("Config", "```json\n" + json.dumps(config, indent=2) + "\n```"))
+    return write_report_md(run_dir / "report.md", sections, title=f"prefwork loop: {run_dir.name}")

@@ -1,0 +1,127 @@
+"""Cached stages: each is one call of a plain function behind the workspace content cache.
+
+A stage's key is its name + its inputs' content hashes + its config (DESIGN.md), so a
+re-run, or ``prefwork loop --resume``, returns finished outputs without recomputing them.
+Each function returns the output path and whether it came from the cache; Prefect tasks
+in ``flows.loop`` are thin wrappers around these.
+"""
+from __future__ import annotations
+
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import polars as pl
+
+from pipeline.curriculum import ChunkConfig, make_chunks
+from pipeline.pairs import PairConfig, build_pairs
+from pipeline.sample import SampleConfig, sample
+from pipeline.schemas import CANDIDATES, CHUNKS, PAIRS, SCORES
+from pipeline.store import StageCache, content_key, file_hash, read_table, write_json, write_table
+
+_HASHES: dict[tuple[str, float], str] = {}
+
+
+def hash_of(path: str | Path) -> str:
+    """Content hash of a file or model directory, memoised by path and mtime."""
+    p = Path(path)
+    stamp = max((f.stat().st_mtime for f in p.rglob("*") if f.is_file()), default=0.0) if p.is_dir() else p.stat().st_mtime
+    key = (str(p.resolve()), stamp)
+    if key not in _HASHES:
+        _HASHES[key] = file_hash(p)
+    return _HASHES[key]
+
+
+def sample_stage(cache: StageCache, prompts_path: Path, prompts: pl.DataFrame, model_dir: Path, cfg: SampleConfig,
+                 engine_name: str, make_engine, model_name: str, progress=None) -> tuple[Path, bool]:
+    """Candidates of ``model_dir`` for ``prompts`` (cached; unfinished shards resume).
+
+    ``progress`` is an optional factory returning a ``(prompts, tokens)`` callback.
+    """
+    key = content_key("sample", {"prompts": hash_of(prompts_path), "model": hash_of(model_dir)},
+                      {**asdict(cfg), "engine": engine_name, "rows": prompts.height})
+
+    def produce(work: Path) -> None:
+        bar = progress() if progress else None  # created only when sampling really runs
+        sample(prompts, make_engine(model_dir), work / "candidates.parquet", cfg, model_name, progress=bar)
+        shutil.rmtree(work / "candidates.parquet.shards", ignore_errors=True)
+
+    entry, cached = cache.run("sample", key, produce)
+    return entry / "candidates.parquet", cached
+
+
+def judge_stage(cache: StageCache, candidates: Path) -> tuple[Path, bool]:
+    """Rule-judge scores of a candidates file (cached)."""
+    from evaluators.rules import score_candidates
+
+    key = content_key("judge", {"candidates": hash_of(candidates)}, {"judge": "rules"})
+    entry, cached = cache.run("judge", key, lambda work: write_table(
+        score_candidates(read_table(candidates, CANDIDATES)), work / "scores.parquet", SCORES))
+    return entry / "scores.parquet", cached
+
+
+def pairs_stage(cache: StageCache, candidates: Path, scores: Path, cfg: PairConfig) -> tuple[Path, bool]:
+    """Best-vs-worst pairs (cached); ``pair_stats.json`` sits beside them."""
+    key = content_key("pairs", {"candidates": hash_of(candidates), "scores": hash_of(scores)}, asdict(cfg))
+
+    def produce(work: Path) -> None:
+        pairs, stats = build_pairs(read_table(candidates, CANDIDATES), read_table(scores, SCORES), cfg)
+        write_table(pairs, work / "pairs.parquet", PAIRS)
+        write_json(work / "pair_stats.json", stats.to_dict())
+
+    entry, cached = cache.run("pairs", key, produce)
+    return entry / "pairs.parquet", cached
+
+
+def chunks_stage(cache: StageCache, pairs_path: Path, model_dir: Path, cfg: ChunkConfig,
+                 max_length: int) -> tuple[Path, bool]:
+    """Easy-to-hard chunks; the default difficulty needs the starting model's log-probs (cached)."""
+    key = content_key("chunks", {"pairs": hash_of(pairs_path), "model": hash_of(model_dir)},
+                      {**asdict(cfg), "max_length": max_length})
+
+    def produce(work: Path) -> None:
+        pairs = read_table(pairs_path, PAIRS)
+        margin = None
+        if cfg.method == "logp_margin":
+            from train.difficulty import logp_margins
+            margin = logp_margins(model_dir, pairs, max_length=max_length)
+        write_table(make_chunks(pairs, cfg, margin), work / "chunks.parquet", CHUNKS)
+
+    entry, cached = cache.run("chunks", key, produce)
+    return entry / "chunks.parquet", cached
+
+
+def train_stage(cache: StageCache, chunks_path: Path, model_dir: Path, dpo_cfg, schedule: str) -> tuple[Path, bool]:
+    """sDPO (or one-shot DPO) over the chunks; checkpoints in the stable work dir make it resumable."""
+    from train.sdpo import train_sdpo
+
+    key = content_key("train", {"chunks": hash_of(chunks_path), "model": hash_of(model_dir)},
+                      {**asdict(dpo_cfg), "schedule": schedule})
+
+    def produce(work: Path) -> None:
+        final = train_sdpo(model_dir, read_table(chunks_path, CHUNKS), work / "run", dpo_cfg, schedule=schedule)
+        shutil.copytree(final, work / "model", ignore=shutil.ignore_patterns("checkpoint-*"))
+        for ckpt in (work / "run").rglob("checkpoint-*"):  # the finished run needs no resume points
+            shutil.rmtree(ckpt, ignore_errors=True)
+
+    entry, cached = cache.run("train", key, produce)
+    return entry / "model", cached
+
+
+def judge_pairwise_stage(cache: StageCache, model_cands: Path, baseline_cands: Path) -> tuple[Path, bool]:
+    """Rule-judged model-vs-baseline judgments for every (prompt, repeat) (cached)."""
+    from evaluators.pairwise import judgments_from_scores
+    from pipeline.schemas import JUDGMENTS
+
+    key = content_key("judgments", {"model": hash_of(model_cands), "baseline": hash_of(baseline_cands)},
+                      {"judge": "rules"})
+
+    def produce(work: Path) -> None:
+        m_scores, _ = judge_stage(cache, model_cands)
+        b_scores, _ = judge_stage(cache, baseline_cands)
+        j = judgments_from_scores(read_table(model_cands, CANDIDATES), read_table(m_scores, SCORES),
+                                  read_table(baseline_cands, CANDIDATES), read_table(b_scores, SCORES))
+        write_table(j, work / "judgments.parquet", JUDGMENTS)
+
+    entry, cached = cache.run("judgments", key, produce)
+    return entry / "judgments.parquet", cached

