@@ -32,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from flows import progress
     from flows.loop import iterative_dpo
     from flows.loop_report import results_table, write_outputs
+    from pipeline.prompts import load_prompts
     from pipeline.run import RunDir
 
     if args.resume:
@@ -42,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
         cfg = LoopConfig(**json.loads(cfg_file.read_text()))
     else:
         cfg = from_args(LoopConfig, args)
+        for path in (cfg.train_prompts, cfg.eval_prompts):  # bad input fails before anything is written
+            load_prompts(path)
         run_dir = RunDir.create(cfg.workspace, cfg.name)
         run_dir.write_metadata(cfg, {})
     progress.console.print(f"[bold]prefwork loop[/] -> {run_dir.path}")
