@@ -64,3 +64,80 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=cwd or ROOT, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def tiny_random_policy(tmp_path_factory) -> Path:
+    """A random (untrained) tiny Llama + tokenizer with the chat template: builds in about a second."""
+    import json
+
+    from train.policy import build_random_policy
+
+    lines = (DATA / "corpus" / "sft.jsonl").read_text().splitlines()[:400]
+    texts = [json.loads(x)["prompt"] for x in lines] + [json.loads(x)["response"] for x in lines]
+    return build_random_policy(tmp_path_factory.mktemp("random_policy") / "model", texts)
+
+
+class VLLMServer:
+    """A real vLLM OpenAI-compatible server (CPU build) on loopback, started once per session."""
+
+    def __init__(self, model_dir: Path, log_path: Path, timeout: float = 600):
+        import socket
+        import subprocess
+        import time
+        import urllib.request
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.model = str(model_dir)
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_LOGGING_LEVEL": "INFO", "OMP_NUM_THREADS": "1"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model,
+             "--host", "127.0.0.1", "--port", str(self.port), "--dtype", "float32", "--max-model-len", "256",
+             "--seed", "0", "--disable-log-stats"],
+            stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"vLLM server exited with {self.proc.returncode}; log: {log_path}\n"
+                                   + log_path.read_text()[-3000:])
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(1)
+        self.stop()
+        raise RuntimeError(f"vLLM server did not become healthy in {timeout} s; log: {log_path}")
+
+    def metric(self, name: str) -> float:
+        """Sum of a Prometheus counter from the server's /metrics (e.g. vllm:request_success_total)."""
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith(name) and not line.startswith("#"))
+
+    def stop(self) -> None:
+        import signal
+
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except Exception:  # noqa: BLE001 - escalate whatever went wrong with a polite stop
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        self._log.close()
+
+
+@pytest.fixture(scope="session")
+def vllm_server(tiny_random_policy, tmp_path_factory):
+    """One real vLLM OpenAI-compatible server for the whole session (loopback only)."""
+    server = VLLMServer(tiny_random_policy, tmp_path_factory.mktemp("vllm") / "server.log")
+    yield server
+    server.stop()
