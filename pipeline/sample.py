@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -17,7 +18,7 @@ from typing import Protocol
 import polars as pl
 
 from pipeline.schemas import CANDIDATES, PROMPTS, validate
-from pipeline.store import content_key, frame_hash, read_table, write_table
+from pipeline.store import content_key, frame_hash, write_json, write_table
 
 
 @dataclass
@@ -40,6 +41,18 @@ class Completion:
     finish_reason: str  # "stop" (eos or stop string) or "length"
     num_tokens: int
     seed: int
+
+
+class Skipped(list):
+    """An engine's answer for a prompt it did not sample: no completions, and why.
+
+    It is an empty list, so code that only counts completions keeps working; ``sample``
+    records ``reason`` in ``<out>.skipped.json`` (e.g. a prompt longer than the context).
+    """
+
+    def __init__(self, reason: str = ""):
+        super().__init__()
+        self.reason = reason
 
 
 class Engine(Protocol):
@@ -80,7 +93,11 @@ def sample(prompts: pl.DataFrame, engine: Engine, out_path: str | Path, cfg: Sam
     Shards live in ``<out_path>.shards/<run key>/``; the run key hashes the prompts, the
     model and the config, so a restart with the same arguments reuses them and a changed
     argument never mixes old shards in. ``progress`` is an optional callable
-    ``(prompts_done, tokens_done)`` for a progress bar.
+    ``(prompts_done, tokens_done)`` for a progress bar; shards reused from an earlier run
+    go to its ``resumed`` method instead when it has one (so rates count only new work).
+    Prompts an engine skipped (an empty list) are listed with their reason in
+    ``<out>.skipped.json``. The final file is streamed from the shards: memory stays flat
+    in the number of prompts.
     """
     prompts = validate(prompts, PROMPTS)
     out_path = Path(out_path)
@@ -91,14 +108,43 @@ def sample(prompts: pl.DataFrame, engine: Engine, out_path: str | Path, cfg: Sam
     for idx, start in enumerate(range(0, prompts.height, cfg.shard_size)):
         shard = prompts.slice(start, cfg.shard_size)
         path = shard_dir / f"shard-{idx:05d}.parquet"
-        if not path.exists():
+        fresh = not path.exists()
+        if fresh:
             outs = engine.generate(shard["prompt"].to_list(), cfg, derive_seed(cfg.seed, idx))
+            skips = [{"prompt_id": pid, "reason": getattr(c, "reason", "") or "engine returned no candidates"}
+                     for pid, c in zip(shard["prompt_id"], outs) if not c]
+            skip_path = path.with_suffix(".skipped.json")
+            if skips:  # written before the shard, so a finished shard always has its record
+                write_json(skip_path, skips)
+            else:
+                skip_path.unlink(missing_ok=True)
             write_table(_shard_rows(shard, outs, model_name), path, CANDIDATES)
         paths.append(path)
         if progress is not None:
-            progress(shard.height, _shard_tokens(path))
-    final = pl.concat([read_table(p) for p in paths]) if paths else pl.DataFrame(schema=CANDIDATES.required)
-    return write_table(final, out_path, CANDIDATES)
+            report = progress if fresh else getattr(progress, "resumed", progress)
+            report(shard.height, _shard_tokens(path))
+    _write_skipped(paths, out_path.with_suffix(".skipped.json"))
+    if not paths:
+        return write_table(pl.DataFrame(schema=CANDIDATES.required), out_path, CANDIDATES)
+    tmp = out_path.with_name(f".{out_path.name}.tmp.parquet")
+    try:  # streamed shard by shard; the shards were checked against the contract when written
+        pl.scan_parquet(paths).sink_parquet(tmp)
+        os.replace(tmp, out_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out_path
+
+
+def _write_skipped(paths: list[Path], dest: Path) -> None:
+    """Gather the shards' skip records into ``dest`` (removed when nothing was skipped)."""
+    skips = []
+    for p in paths:
+        if (s := p.with_suffix(".skipped.json")).exists():
+            skips.extend(json.loads(s.read_text()))
+    if skips:
+        write_json(dest, skips)
+    else:
+        dest.unlink(missing_ok=True)
 
 
 def _shard_tokens(path: Path) -> int:

@@ -1,0 +1,74 @@
+"""Pick a sampling engine by name: ``make_engine("vllm" | "transformers" | "openai" | "auto", ...)``.
+
+Why a factory: the CLI, the loop and the benchmark choose the engine from a string and
+pass one bag of options; each engine takes only the options it understands, and an
+unknown engine or option is an error that names the valid ones.
+"""
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: Options each engine accepts (``EngineOptions`` fields plus programmatic extras).
+ENGINE_OPTIONS = {
+    "vllm": ("tensor_parallel_size", "dtype", "max_model_len", "enforce_eager", "llm"),
+    "transformers": ("threads", "batch_size"),
+    "openai": ("base_url", "api_key_env", "max_concurrency", "max_retries", "request_timeout",
+               "n_per_request", "api", "backoff_s"),
+}
+ENGINES = ("auto", *ENGINE_OPTIONS)
+
+
+@dataclass
+class EngineOptions:
+    """Engine settings (each engine reads its own; the rest are ignored)."""
+
+    tensor_parallel_size: int = field(default=1, metadata={"help": "vllm: GPUs to shard the model over"})
+    dtype: str = field(default="auto", metadata={"help": "vllm: weight dtype (auto, float32, bfloat16, ...)"})
+    max_model_len: int = field(default=0, metadata={"help": "vllm: context window (0 = the model's)"})
+    enforce_eager: bool = field(default=False, metadata={"help": "vllm: skip graph compilation (faster start)"})
+    threads: int = field(default=0, metadata={"help": "transformers: torch threads (0 = torch's default)"})
+    batch_size: int = field(default=128, metadata={"help": "transformers: prompts per generate call"})
+    base_url: str = field(default="", metadata={"help": "openai: server URL, e.g. http://127.0.0.1:8000/v1"})
+    api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "openai: environment variable holding the key"})
+    max_concurrency: int = field(default=16, metadata={"help": "openai: requests in flight"})
+    max_retries: int = field(default=5, metadata={"help": "openai: retries on 429/5xx/timeouts/connection errors"})
+    request_timeout: float = field(default=120.0, metadata={"help": "openai: seconds per request"})
+    n_per_request: bool = field(default=True, metadata={"help": "openai: ask for all n candidates in one request"})
+    api: str = field(default="chat", metadata={"help": "openai: 'chat' (server applies the template) or 'completions'"})
+
+
+def resolve_engine(name: str) -> str:
+    """``auto`` becomes ``vllm`` when vLLM is importable, else ``transformers``."""
+    if name not in ENGINES:
+        raise ValueError(f"unknown engine {name!r} (valid: {', '.join(ENGINES)})")
+    if name == "auto":
+        return "vllm" if importlib.util.find_spec("vllm") is not None else "transformers"
+    return name
+
+
+def make_engine(name: str, model_dir: str | Path | None, **opts: Any):
+    """Build the named engine. ``model_dir`` is a model directory (vllm, transformers) or,
+    for openai, the served model name (``None`` = the server's first model)."""
+    name = resolve_engine(name)
+    known = {o for names in ENGINE_OPTIONS.values() for o in names}
+    unknown = sorted(set(opts) - known)
+    if unknown:
+        raise ValueError(f"unknown engine option(s) {', '.join(unknown)} (valid: {', '.join(sorted(known))})")
+    mine = {k: v for k, v in opts.items() if k in ENGINE_OPTIONS[name]}
+    if name == "vllm":
+        from pipeline.engines_vllm import VLLMEngine
+
+        if not mine.get("max_model_len"):
+            mine.pop("max_model_len", None)
+        return VLLMEngine(model_dir, **mine)
+    if name == "transformers":
+        from pipeline.engines import TransformersEngine
+
+        mine["threads"] = mine.get("threads") or None
+        return TransformersEngine(model_dir, **mine)
+    from pipeline.engines_openai import OpenAIEngine
+
+    return OpenAIEngine(model=str(model_dir) if model_dir else None, **mine)

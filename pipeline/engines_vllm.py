@@ -1,0 +1,99 @@
+"""vLLM's offline ``LLM`` engine behind ``pipeline.sample.Engine``.
+
+Why: vLLM's continuous batching samples N candidates per prompt many times faster than
+``transformers.generate``; this wrapper adds only what the candidates contract needs.
+
+- Prompts are rendered with the model's own chat template (``pipeline.chat.render_prompt``)
+  and tokenised here, so vLLM sees exactly the prefix the transformers engine and the
+  trainer see, and a prompt too long for the context window is found before generating.
+- One ``LLM.generate`` call per shard, one ``SamplingParams(n=N, seed=...)`` per prompt.
+  Prompt ``i`` of a shard gets ``derive_seed(shard_seed, i)``; vLLM gives candidate ``j``
+  the seed ``seed + j`` (its parallel-sampling rule), which is what each row records, so
+  ``SamplingParams(n=1, seed=row.seed)`` reproduces that row.
+- The engine starts worker processes: a script that builds it needs an
+  ``if __name__ == "__main__":`` guard (DESIGN.md, environment facts).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pipeline.chat import render_prompt
+from pipeline.engines import check_model_dir
+from pipeline.sample import Completion, SampleConfig, Skipped, apply_stop, derive_seed
+from pipeline.schemas import SchemaError
+
+
+def long_prompt(prompt: str, n_tokens: int, context: int, cfg: SampleConfig) -> str:
+    """The reason a prompt of ``n_tokens`` cannot be sampled, or '' if it fits."""
+    if n_tokens + cfg.max_tokens <= context:
+        return ""
+    return (f"prompt has {n_tokens} tokens; the context window is {context} with max_tokens="
+            f"{cfg.max_tokens} new tokens ({prompt[:60]!r})")
+
+
+def check_long(prompt: str, reason: str, cfg: SampleConfig) -> None:
+    """Raise for a too-long prompt unless ``cfg.on_long_prompt == 'skip'``."""
+    if cfg.on_long_prompt not in ("error", "skip"):
+        raise ValueError(f"on_long_prompt must be 'error' or 'skip', not {cfg.on_long_prompt!r}")
+    if reason and cfg.on_long_prompt == "error":
+        raise SchemaError(None, None, "prompt", reason + " (use --on-long-prompt skip to skip such prompts)")
+
+
+class VLLMEngine:
+    """Sample with ``vllm.LLM`` (any device vLLM supports; tensor parallel via ``tensor_parallel_size``)."""
+
+    name = "vllm"
+
+    def __init__(self, model_dir: str | Path, tensor_parallel_size: int = 1, dtype: str = "auto",
+                 max_model_len: int | None = None, enforce_eager: bool = False, llm: Any = None,
+                 **llm_kwargs: Any):
+        """Load the model (or wrap an already built ``llm``, which the benchmark shares)."""
+        from transformers import AutoTokenizer
+
+        path = check_model_dir(model_dir)
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        if llm is None:
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; fits the small CPU machines
+            from vllm import LLM
+
+            llm = LLM(str(path), tensor_parallel_size=tensor_parallel_size, dtype=dtype,
+                      max_model_len=max_model_len, enforce_eager=enforce_eager, **llm_kwargs)
+        self.llm = llm
+        self.context = int(llm.llm_engine.model_config.max_model_len)
+
+    def requests(self, prompts: list[str], cfg: SampleConfig, shard_seed: int):
+        """(token prompts, sampling params, prompt indices, skip reasons) for one shard."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        tok_prompts, params, keep, skipped = [], [], [], {}
+        for i, p in enumerate(prompts):
+            ids = self.tokenizer(render_prompt(self.tokenizer, p), add_special_tokens=False)["input_ids"]
+            reason = long_prompt(p, len(ids), self.context, cfg)
+            check_long(p, reason, cfg)
+            if reason:
+                skipped[i] = reason
+                continue
+            keep.append(i)
+            tok_prompts.append(TokensPrompt(prompt_token_ids=ids))
+            params.append(SamplingParams(
+                n=cfg.n, seed=derive_seed(shard_seed, i), temperature=cfg.temperature, top_p=cfg.top_p,
+                max_tokens=cfg.max_tokens, stop=list(cfg.stop) or None))
+        return tok_prompts, params, keep, skipped
+
+    def generate(self, prompts: list[str], cfg: SampleConfig, shard_seed: int) -> list[list[Completion]]:
+        tok_prompts, params, keep, skipped = self.requests(prompts, cfg, shard_seed)
+        outs: list[list[Completion]] = [Skipped(reason=skipped.get(i, "")) for i in range(len(prompts))]
+        if not tok_prompts:
+            return outs
+        results = self.llm.generate(tok_prompts, params, use_tqdm=False)
+        for i, sp, res in zip(keep, params, results):
+            comps = []
+            for c in sorted(res.outputs, key=lambda c: c.index):
+                text, cut = apply_stop(c.text, cfg.stop)
+                reason = "stop" if cut else (c.finish_reason or "length")
+                comps.append(Completion(text.strip(), reason, len(c.token_ids), sp.seed + c.index))
+            outs[i] = comps
+        return outs

@@ -1,0 +1,62 @@
+"""Shared helpers of the sampler tests: one tiny random policy per test session, prompt tables."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import polars as pl
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_policy(base: Path) -> Path:
+    """Build (once per session, under pytest's base temp dir) a random tiny Llama with a chat template."""
+    from train.policy import build_random_policy
+
+    out = base / "sample_policy"
+    if not (out / "model.safetensors").exists():
+        lines = (ROOT / "data" / "corpus" / "sft.jsonl").read_text().splitlines()[:300]
+        texts = [json.loads(x)["response"] for x in lines]
+        tmp = base / f"sample_policy.tmp{os.getpid()}"
+        build_random_policy(tmp, texts)
+        os.replace(tmp, out)
+    return out
+
+
+def prompts_frame(k: int, chat_every: int = 3) -> pl.DataFrame:
+    """``k`` short prompts (every ``chat_every``-th one a JSON chat) in the prompts contract."""
+    rows = []
+    for i in range(k):
+        text = f"Write a slogan for shop number {i}."
+        if chat_every and i % chat_every == 2:
+            text = json.dumps([{"role": "system", "content": "Be brief."}, {"role": "user", "content": text}])
+        rows.append({"prompt_id": f"p{i:04d}", "prompt": text, "task": "slogan", "meta": None,
+                     "reference": None, "split": None})
+    return pl.DataFrame(rows, schema={c: pl.String for c in rows[0]})
+
+
+def write_prompts(path: Path, frame: pl.DataFrame) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in frame.iter_rows(named=True)))
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def check_contract(df: pl.DataFrame, prompts: pl.DataFrame, n: int, max_tokens: int) -> None:
+    """The candidates contract plus what sampling promises: n rows per prompt, ids 0..n-1."""
+    from pipeline.schemas import CANDIDATES, validate
+
+    validate(df, CANDIDATES)
+    assert df.height == prompts.height * n
+    assert set(df["prompt_id"]) == set(prompts["prompt_id"])
+    for _, g in df.group_by("prompt_id"):
+        assert sorted(g["candidate_id"]) == list(range(n))
+    assert set(df["finish_reason"]) <= {"stop", "length"}
+    assert df["num_tokens"].min() >= 0 and df["num_tokens"].max() <= max_tokens
+    assert (df.filter(pl.col("finish_reason") == "length")["num_tokens"] == max_tokens).all()

@@ -1,0 +1,129 @@
+"""Sampler unit tests with the transformers engine: contract, seeds, stop strings, resume, bad input."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import polars as pl
+import pytest
+
+from _sample_helpers import ROOT, check_contract, prompts_frame, tiny_policy, write_prompts
+from pipeline.engines_factory import make_engine, resolve_engine
+from pipeline.sample import SampleConfig, sample
+from pipeline.schemas import SchemaError
+
+
+@pytest.fixture(scope="session")
+def policy(tmp_path_factory):
+    return tiny_policy(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="module")
+def engine(policy):
+    return make_engine("transformers", policy, threads=1)
+
+
+class Counting:
+    """Wraps an engine: counts generate calls per shard seed, optionally dies after ``die_after`` calls."""
+
+    def __init__(self, inner, die_after: int | None = None):
+        self.inner, self.name, self.die_after, self.calls = inner, inner.name, die_after, []
+
+    def generate(self, prompts, cfg, shard_seed):
+        if self.die_after is not None and len(self.calls) >= self.die_after:
+            raise KeyboardInterrupt("killed")
+        self.calls.append(shard_seed)
+        return self.inner.generate(prompts, cfg, shard_seed)
+
+
+CFG = SampleConfig(n=3, max_tokens=12, shard_size=2, seed=7)
+
+
+def test_contract_and_distinct(engine, tmp_path):
+    prompts = prompts_frame(5)
+    df = pl.read_parquet(sample(prompts, engine, tmp_path / "c.parquet", CFG, "tiny"))
+    check_contract(df, prompts, CFG.n, CFG.max_tokens)
+    for _, g in df.group_by("prompt_id"):
+        assert g["text"].n_unique() == CFG.n and g["seed"].n_unique() == CFG.n
+    assert (df["model"] == "tiny").all() and (df["task"] == "slogan").all()
+
+
+def test_seeds_reproduce(engine, tmp_path):
+    prompts = prompts_frame(4)
+    a = pl.read_parquet(sample(prompts, engine, tmp_path / "a.parquet", CFG, "tiny"))
+    b = pl.read_parquet(sample(prompts, engine, tmp_path / "b.parquet", CFG, "tiny"))
+    c = pl.read_parquet(sample(prompts, engine, tmp_path / "c.parquet", SampleConfig(**{**CFG.__dict__, "seed": 8}), "tiny"))
+    assert a.equals(b)
+    assert not a["text"].equals(c["text"])
+
+
+def test_stop_strings_end_text(engine, tmp_path):
+    prompts = prompts_frame(4)
+    free = pl.read_parquet(sample(prompts, engine, tmp_path / "free.parquet", CFG, "tiny"))
+    stop = " "  # a random policy emits spaces in nearly every candidate
+    assert free["text"].str.contains(stop, literal=True).sum() > 0
+    cfg = SampleConfig(**{**CFG.__dict__, "stop": [stop]})
+    df = pl.read_parquet(sample(prompts, engine, tmp_path / "stop.parquet", cfg, "tiny"))
+    check_contract(df, prompts, cfg.n, cfg.max_tokens)
+    assert not df["text"].str.contains(stop, literal=True).any()
+    assert (df["finish_reason"] == "stop").sum() > 0
+
+
+def test_resume_skips_finished_shards(engine, tmp_path):
+    prompts, out = prompts_frame(7), tmp_path / "r.parquet"
+    dying = Counting(engine, die_after=2)
+    with pytest.raises(KeyboardInterrupt):
+        sample(prompts, dying, out, CFG, "tiny")
+    shard_files = sorted(tmp_path.glob("r.parquet.shards/*/shard-*.parquet"))
+    assert len(shard_files) == 2 and not out.exists()
+    stamps = {p: p.stat().st_mtime_ns for p in shard_files}
+    seen = []
+
+    class Bar:
+        def __call__(self, n, t): seen.append(("new", n))
+        def resumed(self, n, t): seen.append(("resumed", n))
+
+    again = Counting(engine)
+    sample(prompts, again, out, CFG, "tiny", progress=Bar())
+    assert len(again.calls) == 2 and not set(again.calls) & set(dying.calls)  # 4 shards in all, none twice
+    assert {p: p.stat().st_mtime_ns for p in shard_files} == stamps
+    assert seen == [("resumed", 2), ("resumed", 2), ("new", 2), ("new", 1)]
+    clean = pl.read_parquet(sample(prompts, engine, tmp_path / "clean.parquet", CFG, "tiny"))
+    assert pl.read_parquet(out).equals(clean)
+
+
+def test_long_prompt_skip_or_error(engine, tmp_path):
+    prompts = prompts_frame(3, chat_every=0)
+    prompts = prompts.with_columns(pl.when(pl.col("prompt_id") == "p0001").then(pl.lit("word " * 400))
+                                   .otherwise(pl.col("prompt")).alias("prompt"))
+    with pytest.raises(SchemaError, match="on_long_prompt|on-long-prompt"):
+        sample(prompts, engine, tmp_path / "e.parquet", CFG, "tiny")
+    cfg = SampleConfig(**{**CFG.__dict__, "on_long_prompt": "skip"})
+    out = sample(prompts, engine, tmp_path / "s.parquet", cfg, "tiny")
+    df = pl.read_parquet(out)
+    assert set(df["prompt_id"]) == {"p0000", "p0002"}
+    skipped = __import__("json").loads(out.with_suffix(".skipped.json").read_text())
+    assert [s["prompt_id"] for s in skipped] == ["p0001"] and skipped[0]["reason"]
+
+
+def test_bad_engine_and_model_dir(tmp_path):
+    with pytest.raises(ValueError, match="valid: auto, vllm, transformers, openai"):
+        make_engine("tgi", tmp_path)
+    with pytest.raises(SchemaError, match="does not exist"):
+        make_engine("transformers", tmp_path / "nope")
+    with pytest.raises(ValueError, match="unknown engine option"):
+        make_engine("transformers", tmp_path, temprature=1)
+    assert resolve_engine("auto") in ("vllm", "transformers")
+
+
+@pytest.mark.slow
+def test_cli_transformers_and_missing_model(policy, tmp_path):
+    prompts = write_prompts(tmp_path / "p.jsonl", prompts_frame(4))
+    base = [sys.executable, "-m", "flows.cli", "sample", "--prompts", str(prompts), "--n", "2", "--max-tokens", "8"]
+    bad = subprocess.run(base + ["--engine", "transformers", "--model", str(tmp_path / "nope"),
+                                 "--out", str(tmp_path / "x.parquet")], cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode == 1 and "does not exist" in bad.stderr and "Traceback" not in bad.stderr
+    ok = subprocess.run(base + ["--engine", "transformers", "--model", str(policy), "--out", str(tmp_path / "c.parquet")],
+                        cwd=ROOT, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    check_contract(pl.read_parquet(tmp_path / "c.parquet"), prompts_frame(4), 2, 8)

@@ -1,0 +1,117 @@
+"""Integration tests with a REAL vLLM offline engine (CPU build, a tiny random policy).
+
+One engine per test session (loading takes 30-100 s here); the worker processes vLLM
+spawns work under pytest, whose ``__main__`` is guarded.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import polars as pl
+import pytest
+
+from _sample_helpers import check_contract, prompts_frame, tiny_policy
+from pipeline.sample import SampleConfig, sample
+
+pytest.importorskip("vllm")
+pytestmark = pytest.mark.slow
+
+CFG = SampleConfig(n=4, max_tokens=16, shard_size=3, seed=11)
+
+
+@pytest.fixture(scope="session")
+def vllm_engine(tmp_path_factory):
+    from pipeline.engines_factory import make_engine
+
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    policy = tiny_policy(tmp_path_factory.getbasetemp())
+    engine = make_engine("vllm", policy, dtype="float32", max_model_len=256)
+    yield engine
+    engine.llm.llm_engine.engine_core.shutdown()  # stop the worker processes now, not at exit
+
+
+class Counting:
+    def __init__(self, inner, die_after=None):
+        self.inner, self.name, self.die_after, self.calls = inner, inner.name, die_after, []
+
+    def generate(self, prompts, cfg, shard_seed):
+        if self.die_after is not None and len(self.calls) >= self.die_after:
+            raise KeyboardInterrupt("killed")
+        self.calls.append(shard_seed)
+        return self.inner.generate(prompts, cfg, shard_seed)
+
+
+def test_n_distinct_candidates_and_contract(vllm_engine, tmp_path):
+    prompts = prompts_frame(7)  # plain and chat prompts
+    df = pl.read_parquet(sample(prompts, vllm_engine, tmp_path / "c.parquet", CFG, "tiny"))
+    check_contract(df, prompts, CFG.n, CFG.max_tokens)
+    for _, g in df.group_by("prompt_id"):
+        assert g["text"].n_unique() == CFG.n, g["text"].to_list()
+    assert df["seed"].n_unique() == df.height
+
+
+def test_seeds_reproduce(vllm_engine, tmp_path):
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    from pipeline.chat import render_prompt
+
+    prompts = prompts_frame(5)
+    a = pl.read_parquet(sample(prompts, vllm_engine, tmp_path / "a.parquet", CFG, "tiny"))
+    b = pl.read_parquet(sample(prompts, vllm_engine, tmp_path / "b.parquet", CFG, "tiny"))
+    assert a.equals(b)
+    other = SampleConfig(**{**CFG.__dict__, "seed": 12})
+    c = pl.read_parquet(sample(prompts, vllm_engine, tmp_path / "c.parquet", other, "tiny"))
+    assert not a["text"].equals(c["text"])
+    row = a.filter(pl.col("prompt_id") == "p0002", pl.col("candidate_id") == 3).row(0, named=True)  # a chat prompt
+    tok = vllm_engine.tokenizer
+    ids = tok(render_prompt(tok, row["prompt"]), add_special_tokens=False)["input_ids"]
+    one = vllm_engine.llm.generate([TokensPrompt(prompt_token_ids=ids)],
+                                   SamplingParams(n=1, seed=row["seed"], max_tokens=CFG.max_tokens), use_tqdm=False)
+    assert one[0].outputs[0].text.strip() == row["text"]  # the recorded seed alone reproduces the row
+
+
+def test_stop_sequences_end_text(vllm_engine, tmp_path):
+    prompts = prompts_frame(6)
+    free = pl.read_parquet(sample(prompts, vllm_engine, tmp_path / "free.parquet", CFG, "tiny"))
+    words = [w for t in free["text"] for w in t.split() if len(w) >= 2]
+    stop = max(set(words), key=words.count)[:2]  # a substring seen in the sampled output
+    cfg = SampleConfig(**{**CFG.__dict__, "stop": [stop]})
+    df = pl.read_parquet(sample(prompts, vllm_engine, tmp_path / "stop.parquet", cfg, "tiny"))
+    check_contract(df, prompts, cfg.n, cfg.max_tokens)
+    assert not df["text"].str.contains(stop, literal=True).any()
+    stopped = df.filter(pl.col("finish_reason") == "stop")
+    assert stopped.height > 0 and (stopped["num_tokens"] < cfg.max_tokens).any()
+    # candidates the stop string cut are a prefix of the free-running candidate with the same seed
+    joined = stopped.join(free, on=["prompt_id", "candidate_id"], suffix="_free")
+    assert all(f.startswith(t) for t, f in zip(joined["text"], joined["text_free"]))
+
+
+def test_resume_after_kill_no_shard_twice(vllm_engine, tmp_path):
+    prompts, out = prompts_frame(10), tmp_path / "r.parquet"
+    dying = Counting(vllm_engine, die_after=2)
+    with pytest.raises(KeyboardInterrupt):
+        sample(prompts, dying, out, CFG, "tiny")
+    shards = sorted(tmp_path.glob("r.parquet.shards/*/shard-*.parquet"))
+    stamps = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in shards}
+    assert len(shards) == 2
+    again = Counting(vllm_engine)
+    sample(prompts, again, out, CFG, "tiny")
+    assert len(again.calls) == 2 and not set(again.calls) & set(dying.calls)  # 4 shards, each sampled once
+    assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in shards} == stamps
+    clean = pl.read_parquet(sample(prompts, vllm_engine, tmp_path / "clean.parquet", CFG, "tiny"))
+    assert pl.read_parquet(out).equals(clean)
+
+
+def test_long_prompt_skipped_with_reason(vllm_engine, tmp_path):
+    from pipeline.schemas import SchemaError
+
+    prompts = prompts_frame(3, chat_every=0).with_columns(
+        pl.when(pl.col("prompt_id") == "p0000").then(pl.lit("word " * 300)).otherwise(pl.col("prompt")).alias("prompt"))
+    with pytest.raises(SchemaError, match="context window"):
+        sample(prompts, vllm_engine, tmp_path / "e.parquet", CFG, "tiny")
+    out = sample(prompts, vllm_engine, tmp_path / "s.parquet", SampleConfig(**{**CFG.__dict__, "on_long_prompt": "skip"}), "tiny")
+    assert set(pl.read_parquet(out)["prompt_id"]) == {"p0001", "p0002"}
+    skipped = json.loads(out.with_suffix(".skipped.json").read_text())
+    assert skipped[0]["prompt_id"] == "p0000" and "context window" in skipped[0]["reason"]
