@@ -103,8 +103,13 @@ def bootstrap_prompts(sums: np.ndarray, counts: np.ndarray, *, n_boot: int, seed
     """
     n_prompts = sums.shape[0]
     rng = np.random.default_rng(seed)
-    weights = rng.multinomial(n_prompts, np.full(n_prompts, 1.0 / n_prompts), size=n_boot).astype(float)
-    return _repeat_mean(weights @ sums, weights @ counts)
+    probs = np.full(n_prompts, 1.0 / n_prompts)
+    block = max(1, min(n_boot, (1 << 23) // max(n_prompts, 1)))  # ~64 MB of weights at a time
+    draws = []
+    for start in range(0, n_boot, block):  # rows are drawn in sequence: blocks give the same draws
+        weights = rng.multinomial(n_prompts, probs, size=min(block, n_boot - start)).astype(float)
+        draws.append(_repeat_mean(weights @ sums, weights @ counts))
+    return np.concatenate(draws) if draws else np.empty(0)
 
 
 def _interval(draws: np.ndarray) -> tuple[float | None, float | None]:

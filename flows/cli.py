@@ -14,7 +14,8 @@ import sys
 from pipeline.schemas import SchemaError
 
 #: Subcommands in the order ``prefwork --help`` lists them.
-COMMAND_MODULES = ("loop", "init_policy", "sample", "judge", "pairs", "train", "winrate", "report", "toy")
+COMMAND_MODULES = ("loop", "init_policy", "sample", "judge", "pairs", "train", "winrate", "report", "toy",
+                   "datasets", "deploy")
 
 EPILOG = """examples:
   prefwork loop                                 # the default on-policy iterative DPO loop on CPU
@@ -53,7 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     # Prefect keeps its database under PREFECT_HOME; ours stays in the workspace (DESIGN.md),
     # and its INFO chatter stays out of the progress bars unless asked for.
     os.environ.setdefault("PREFECT_HOME", os.path.abspath(os.path.join("runs", ".prefect")))
+    os.makedirs(os.environ["PREFECT_HOME"], exist_ok=True)  # Prefect makes it without parents
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    # The temporary server needs more than Prefect's default 20 s on a busy 2-core machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
