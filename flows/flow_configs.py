@@ -1,0 +1,45 @@
+"""Configs of the ``refresh_dataset`` and ``winrate_report`` flows (light to import: the CLI builds options from them)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from flows.loop_config import DATA
+
+
+@dataclass
+class RefreshConfig:
+    """Turn new prompts into the next version of a preference dataset."""
+
+    workspace: str = field(default="runs", metadata={"help": "workspace: dataset store, content cache, policy"})
+    dataset: str = field(default="prefs", metadata={"help": "dataset name in <workspace>/datasets/"})
+    prompts: str = field(default=str(DATA / "prompts" / "train.jsonl"), metadata={
+        "help": "new prompts: a .jsonl/.parquet file, a directory of them, or hf:NAME for a Hugging Face dataset"})
+    hf_split: str = field(default="train", metadata={"help": "split of a Hugging Face prompts dataset"})
+    hf_prompt_field: str = field(default="prompt", metadata={"help": "column holding the prompt in a HF dataset"})
+    prompts_limit: int = field(default=0, metadata={"help": "use only the first N new prompts (0 = all)"})
+    policy: str | None = field(default=None, metadata={"help": "current policy dir (default: the tiny SFT policy)"})
+    corpus: str = field(default=str(DATA / "corpus" / "sft.jsonl"), metadata={"help": "SFT corpus of the default policy"})
+    engine: str = field(default="auto", metadata={"help": "sampling engine: auto (vllm if installed), vllm, transformers"})
+    n: int = field(default=8, metadata={"help": "candidates per prompt"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature"})
+    max_tokens: int = field(default=48, metadata={"help": "new tokens per candidate"})
+    seed: int = field(default=0, metadata={"help": "base seed; each shard derives its own from its content"})
+    shard_size: int = field(default=64, metadata={"help": "prompts per sampling/judging shard (the fan-out unit)"})
+    min_margin: float = field(default=0.0, metadata={"help": "drop pairs whose score margin is at most this"})
+    chunks: int = field(default=2, metadata={"help": "easy-to-hard chunks over the version's pairs"})
+    curriculum: str = field(default="logp_margin", metadata={"help": "difficulty: logp_margin, judge_margin, random"})
+    mode: str = field(default="append", metadata={"help": "append new pairs to the parent's, or replace them"})
+
+
+@dataclass
+class WinrateConfig:
+    """What to compare, where to write; the sampling/judging settings are ``EvalConfig``."""
+
+    model: str = field(default="", metadata={"help": "model directory to evaluate"})
+    baseline: str = field(default="reference", metadata={"help": "baseline model directory, or 'reference'"})
+    compare: str | None = field(default=None, metadata={"help": "a second model on the same prompts (paired)"})
+    prompts: str = field(default=str(DATA / "prompts" / "heldout.jsonl"), metadata={"help": "prompts file"})
+    stage: str = field(default="eval", metadata={"help": "stage label in the history"})
+    workspace: str = field(default="runs", metadata={"help": "workspace: run dirs, cache, history.parquet"})
+    name: str = field(default="winrate", metadata={"help": "run directory name suffix"})
+    engine: str = field(default="auto", metadata={"help": "sampling engine: auto, vllm, transformers"})

@@ -1,0 +1,80 @@
+"""The Prefect flow ``winrate_report``: k-repeat win rate of a model against a baseline, and its report.
+
+Thin wiring over ``evaluators.evaluate`` (sampling k answers per prompt with fresh seeds,
+pairwise judging, statistics) and ``evaluators.evaluate_report`` (tables, plots, report.md),
+plus a row per model in ``<workspace>/history.parquet``. The evaluation task's Prefect cache
+key covers the prompts' and models' content hashes and the config, with its result kept in
+the workspace (``flows.resume``): a re-run after a crash in the report ends it ``Cached``.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows.flow_configs import WinrateConfig
+from flows.resume import bind, content_policy, hash_inputs
+from pipeline.store import content_key
+
+
+@task(name="evaluate", cache_policy=content_policy("winrate-evaluate", paths=("prompts", "models", "baseline"),
+                                                    config=("eval_cfg", "engine")))
+def evaluate_task(workspace: str, prompts: str, models: dict, baseline: str, eval_cfg: dict, engine: str):
+    """k repeats of sampling + pairwise judging (``evaluators.evaluate.evaluate``)."""
+    from evaluators.evaluate import EvalConfig, evaluate, model_label
+    from flows.refresh import make_engine
+    from pipeline.prompts import load_prompts
+
+    key = content_key("winrate-evaluate", hash_inputs({"prompts": prompts, "models": models, "baseline": baseline}),
+                      {**eval_cfg, "engine": engine})
+    out = Path(workspace) / ".cache" / "winrate" / key
+    name = "reference" if baseline == "reference" else model_label(baseline)
+    return evaluate(load_prompts(prompts), models, baseline, cfg=EvalConfig(**eval_cfg), out_dir=out,
+                    engine_for=lambda model_dir: make_engine(engine, model_dir), baseline_name=name)
+
+
+@task(name="report", cache_policy=NO_CACHE)
+def report_task(cfg: dict, eval_cfg: dict, result) -> dict:
+    """Run directory (judgments, summary, plots, report.md) and one history row per model."""
+    from evaluators.evaluate_report import write_outputs
+    from evaluators.report import append_history
+    from pipeline.run import RunDir
+    from pipeline.schemas import JUDGMENTS
+    from pipeline.store import file_hash, frame_hash, write_table
+
+    c = WinrateConfig(**cfg)
+    run_dir = RunDir.create(c.workspace, c.name)
+    run_dir.write_metadata({**cfg, **eval_cfg}, {"prompts": file_hash(c.prompts)})
+    write_table(result.judgments, run_dir.path / "judgments.parquet", JUDGMENTS)
+    out = write_outputs(run_dir.path, result, stage=c.stage, config={**cfg, **eval_cfg})
+    for label, s in result.summaries.items():
+        append_history(Path(c.workspace) / "history.parquet", model=label, stage=c.stage, judge=result.judge,
+                       prompts_hash=frame_hash(result.prompts), k=eval_cfg["repeats"], n=result.prompts.height,
+                       summary=s, run_dir=str(run_dir.path))
+    return {"run_dir": str(run_dir.path), "report": str(out["paths"]["report"]),
+            "models": {m: {k: v for k, v in s.to_dict().items() if k != "per_repeat"}
+                       for m, s in result.summaries.items()}}
+
+
+@flow(name="winrate_report", task_runner=ThreadPoolTaskRunner(max_workers=2), log_prints=False)
+def winrate_report(config: dict, eval_config: dict | None = None) -> dict:
+    """Evaluate ``config['model']`` (and ``compare``) against the baseline k times; write the report."""
+    from evaluators.evaluate import EvalConfig, model_label
+    from flows.loop import resolve_engine
+
+    c = WinrateConfig(**config)
+    if not c.model:
+        raise ValueError("winrate_report needs config['model'] (a model directory)")
+    c.workspace = str(Path(c.workspace).resolve())
+    ev = asdict(EvalConfig(**(eval_config or {})))
+    models = {model_label(c.model): str(Path(c.model).resolve())}
+    if c.compare:
+        models[model_label(c.compare) if model_label(c.compare) not in models else "compare"] = \
+            str(Path(c.compare).resolve())
+    baseline = c.baseline if c.baseline == "reference" else str(Path(c.baseline).resolve())
+    (evaluate_t,) = bind(c.workspace, evaluate_task)
+    result = evaluate_t(c.workspace, str(Path(c.prompts).resolve()), models, baseline, ev, resolve_engine(c.engine))
+    return report_task(asdict(c), ev, result)
