@@ -27,7 +27,8 @@ def task_runner(kind: str = "threads", workers: int | None = None):
         try:
             from prefect_dask import DaskTaskRunner
         except ImportError:
-            raise ValueError("task runner 'dask' needs the Prefect Dask integration: pip install prefect-dask") from None
+            raise ValueError("task runner 'dask' needs the Prefect Dask integration: "
+                             "pip install prefect-dask") from None
         return DaskTaskRunner(cluster_kwargs={"n_workers": workers} if workers else None)
     if kind == "ray":
         try:

@@ -1,4 +1,7 @@
-"""Configs of the ``refresh_dataset`` and ``winrate_report`` flows (light to import: the CLI builds options from them)."""
+"""Configs of the ``refresh_dataset`` and ``winrate_report`` flows.
+
+Light to import: the CLI builds its options from them without importing Prefect.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -18,8 +21,10 @@ class RefreshConfig:
     hf_prompt_field: str = field(default="prompt", metadata={"help": "column holding the prompt in a HF dataset"})
     prompts_limit: int = field(default=0, metadata={"help": "use only the first N new prompts (0 = all)"})
     policy: str | None = field(default=None, metadata={"help": "current policy dir (default: the tiny SFT policy)"})
-    corpus: str = field(default=str(DATA / "corpus" / "sft.jsonl"), metadata={"help": "SFT corpus of the default policy"})
-    engine: str = field(default="auto", metadata={"help": "sampling engine: auto (vllm if installed), vllm, transformers"})
+    corpus: str = field(default=str(DATA / "corpus" / "sft.jsonl"),
+                        metadata={"help": "SFT corpus of the default policy"})
+    engine: str = field(default="auto",
+                        metadata={"help": "sampling engine: auto (vllm if installed), vllm, transformers"})
     n: int = field(default=8, metadata={"help": "candidates per prompt"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature"})
     max_tokens: int = field(default=48, metadata={"help": "new tokens per candidate"})

@@ -151,7 +151,7 @@ def chunks_task(workspace: str, pairs: str, policy: str, chunk_cfg: dict) -> str
 
 
 @task(name="publish", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
-def publish_task(cfg: dict, chunks: str, shards: list[str], policy: str) -> dict:
+def publish_task(cfg: dict, chunks: str, shards: list[str], policy: str, parent: str | None) -> dict:
     """Publish the version (idempotent: the same content on the same parent is not published twice)."""
     c = RefreshConfig(**cfg)
     table = read_table(chunks)
@@ -160,7 +160,7 @@ def publish_task(cfg: dict, chunks: str, shards: list[str], policy: str) -> dict
     ids = pl.concat([pl.read_parquet(s, columns=["prompt_id"]) for s in shards])["prompt_id"].to_list()
     version = DatasetStore(c.workspace, c.dataset).publish(
         table, ids, mode=c.mode, config=cfg, judge="rules", source=c.prompts,
-        policy={"path": policy, "sha256": stages.hash_of(policy)})
+        policy={"path": policy, "sha256": stages.hash_of(policy)}, parent=parent.split(":")[0] if parent else None)
     return {"version": version.name, "path": str(version.path), **version.manifest["rows"]}
 
 
@@ -187,5 +187,5 @@ def refresh_dataset(config: dict | None = None) -> dict:
     version_pairs = assemble_t(ws, cfg.dataset, pairs, cfg.mode, info["parent"])
     chunk_cfg = asdict(ChunkConfig(chunks=cfg.chunks, method=cfg.curriculum, seed=cfg.seed))
     chunks = chunks_t(ws, version_pairs, policy, chunk_cfg)
-    published = publish_task(plain, chunks, info["shards"], policy)
+    published = publish_task(plain, chunks, info["shards"], policy, info["parent"])
     return {"published": published["version"], **info, **published}

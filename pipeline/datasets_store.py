@@ -152,24 +152,32 @@ class DatasetStore:
 
     def publish(self, pairs: pl.DataFrame, prompt_ids: list[str], *, mode: str = "append",
                 config: dict[str, Any] | None = None, judge: str = "rules", policy: dict[str, Any] | None = None,
-                source: str | None = None) -> Version:
+                source: str | None = None, parent: str | None | type[Ellipsis] = ...) -> Version:
         """Publish ``pairs`` (usually from ``compose``) as the next immutable version.
 
         ``prompt_ids``: the prompts this version processed. Rows whose ``added_in`` is null
-        are stamped with the new version's name.
+        are stamped with the new version's name. ``parent``: the version ``pairs`` was composed
+        on (default: the latest); publishing the same content on the same parent again returns
+        the version already published (a retry after a crash), and a parent that is no longer
+        the latest (someone published meanwhile) is an error instead of a silent fork.
         """
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
         pairs = validate(pairs, PAIRS)
         if "added_in" not in pairs.columns:
             pairs = pairs.with_columns(added_in=pl.lit(None, pl.String))
-        parent = self.latest()
-        publish_key = hashlib.sha256(json.dumps(
-            [parent.name if parent else None, frame_hash(pairs), sorted(prompt_ids), mode],
-        ).encode()).hexdigest()[:24]
+        latest = self.latest()
+        base = (latest.name if latest else None) if parent is ... else parent
+        publish_key = hashlib.sha256(json.dumps([base, frame_hash(pairs), sorted(prompt_ids), mode]).encode()
+                                     ).hexdigest()[:24]
         for v in reversed(self.versions()):
             if v.manifest.get("publish_key") == publish_key:
-                return v  # the same publish already happened (a re-run after a crash)
+                return v  # the same publish already happened (a retry after a crash)
+        if base != (latest.name if latest else None):
+            raise ValueError(f"dataset {self.name!r} moved on: its latest version is "
+                             f"{latest.name if latest else 'none'}, these pairs were composed on {base or 'none'}; "
+                             "run the refresh again")
+        parent = latest
         self.root.mkdir(parents=True, exist_ok=True)
         number = _number(parent.name) + 1 if parent else 1
         while True:

@@ -58,9 +58,11 @@ def test_publish_is_idempotent_and_claims_numbers(tmp_path):
     v1 = store.publish(store.compose(_pairs(["a"])), ["a"])
     again = store.publish(DatasetStore(tmp_path, "x").compose(_pairs(["b"])), ["b"])
     assert again.name == "v0002"
-    # the same publish on the same parent (a re-run after a crash) returns the existing version
-    v3 = store.publish(_pairs(["c"]).with_columns(added_in=pl.lit(None, pl.String)), ["c"])
-    assert store.publish(_pairs(["c"]).with_columns(added_in=pl.lit(None, pl.String)), ["c"]).name in (v3.name, "v0004")
+    # the same publish on the same parent (a retry after a crash) returns the existing version
+    v3 = store.publish(_pairs(["c"]), ["c"], parent="v0002")
+    assert store.publish(_pairs(["c"]), ["c"], parent="v0002") == v3 and len(store.versions()) == 3
+    with pytest.raises(ValueError, match="moved on"):  # composed on v0002, but v0003 is out now
+        store.publish(_pairs(["z"]), ["z"], parent="v0002")
     assert v1.manifest["content_hash"] != again.manifest["content_hash"]
     # a number taken by someone else in the meantime is skipped, not overwritten
     (store.root / "v0005").mkdir()
@@ -87,21 +89,28 @@ def test_prompt_sources(tmp_path):
 
 
 def test_datasets_cli(tmp_path, capsys, monkeypatch):
-    from flows.cli import main
+    """The `prefwork datasets` actions, parsed by the command's own parser (no other command is imported)."""
+    import argparse
+
+    from flows.commands import datasets as cmd
 
     monkeypatch.setenv("COLUMNS", "240")
+    parser = argparse.ArgumentParser(prog="prefwork datasets")
+    cmd.register(parser)
+
+    def run(*argv):
+        args = parser.parse_args([*argv, "--workspace", str(tmp_path)])
+        assert args.func(args) == 0
+        return capsys.readouterr().out
+
     store = DatasetStore(tmp_path)
     store.publish(store.compose(_pairs(["p1", "p2"])), ["p1", "p2"])
     store.publish(store.compose(_pairs(["p3"], tag="b")), ["p3"])
-    ws = ["--workspace", str(tmp_path)]
-    assert main(["datasets", "list", *ws]) == 0
-    out = capsys.readouterr().out
+    out = run("list")
     assert "v0001" in out and "v0002" in out and "append" in out
-    assert main(["datasets", "show", "latest", "--limit", "3", *ws]) == 0
-    out = capsys.readouterr().out
+    out = run("show", "latest", "--limit", "3")
     assert "good b p3" in out and "bad b p3" in out and "1.00" in out and "0.00" in out
-    assert main(["datasets", "diff", "v0001", "v0002", *ws]) == 0
-    out = capsys.readouterr().out
+    out = run("diff", "v0001", "v0002")
     assert "+1" in out and "-0" in out and "good b p3" in out
-    assert main(["datasets", "show", "v7", *ws]) == 1
-    assert "no version 'v7'" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="no version 'v7'"):
+        run("show", "v7")

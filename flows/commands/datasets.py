@@ -36,7 +36,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=None, help="task runner workers (default: the runner's)")
     add_dataclass(p, RefreshConfig)
     p.set_defaults(func=refresh)
-    p = subs.add_parser("list", help="versions with parent, mode, row counts, policy", formatter_class=parser.formatter_class)
+    p = subs.add_parser("list", help="versions with parent, mode, row counts, policy",
+                        formatter_class=parser.formatter_class)
     _store_args(p)
     p.set_defaults(func=list_versions)
     p = subs.add_parser("show", help="a version's manifest and pairs, chosen beside rejected",
@@ -46,7 +47,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=10, help="pairs to print")
     p.add_argument("--new", action="store_true", help="only pairs this version added")
     p.set_defaults(func=show)
-    p = subs.add_parser("diff", help="pairs added and removed between two versions", formatter_class=parser.formatter_class)
+    p = subs.add_parser("diff", help="pairs added and removed between two versions",
+                        formatter_class=parser.formatter_class)
     _store_args(p)
     p.add_argument("a", help="older version")
     p.add_argument("b", nargs="?", default="latest", help="newer version")
