@@ -183,17 +183,20 @@ def attach_reference(examples: list[dict], model_dir: Path, out_dir: Path, cfg: 
 
     Computed once by ``model_dir`` (no grad) and cached in ``out_dir/reference_logps.parquet``
     (with a key of model path + token ids), so a resumed run reuses them; the reference
-    model is freed before training.
+    model is freed before training. Under several processes rank 0 computes the cache
+    first and the other ranks read it, so every rank trains on the same values.
     """
     cache, key = out_dir / REFERENCE_FILE, _reference_key(examples, model_dir)
-    table = pl.read_parquet(cache) if cache.exists() else None
-    if table is None or table.height != len(examples) or table["reference_key"][0] != key:
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(PartialState().device)
-        chosen, rejected = compute_reference_logps(model, examples, collator, cfg.reference_batch_size)
-        del model
-        table = pl.DataFrame({"reference_chosen_logps": chosen, "reference_rejected_logps": rejected,
-                              "reference_key": [key] * len(examples)})
-        write_table(table, cache)
+    state = PartialState()
+    with state.main_process_first():  # with several ranks, rank 0 computes and writes; the others read
+        table = pl.read_parquet(cache) if cache.exists() else None
+        if table is None or table.height != len(examples) or table["reference_key"][0] != key:
+            model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(state.device)
+            chosen, rejected = compute_reference_logps(model, examples, collator, cfg.reference_batch_size)
+            del model
+            table = pl.DataFrame({"reference_chosen_logps": chosen, "reference_rejected_logps": rejected,
+                                  "reference_key": [key] * len(examples)})
+            write_table(table, cache)
     return [{**e, "reference_chosen_logps": c, "reference_rejected_logps": r}
             for e, c, r in zip(examples, table["reference_chosen_logps"], table["reference_rejected_logps"])]
 

@@ -74,12 +74,15 @@ def train_sft(model_dir: str | Path, records: list[dict], out_dir: str | Path, c
         output_dir=str(out / "checkpoints"), per_device_train_batch_size=cfg.batch_size,
         num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate, lr_scheduler_type="cosine",
         warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay, seed=cfg.seed, data_seed=cfg.seed,
-        logging_steps=50, save_strategy="no", report_to=[], use_cpu=True, dataloader_num_workers=0,
+        logging_steps=50, save_strategy="no", report_to=[], use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
         disable_tqdm=not os.environ.get("PREFWORK_PROGRESS", "1") == "1",
     )
     trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=PadCollator(tokenizer.pad_token_id))
     result = trainer.train()
-    model.save_pretrained(out)
+    trainer.save_model(str(out))  # rank 0 only under accelerate; unwraps DDP/FSDP
+    if not trainer.is_world_process_zero():
+        return out
     tokenizer.save_pretrained(out)
     write_json(out / "sft_metrics.json", {"train_loss": result.training_loss, "steps": result.global_step,
                                           "config": asdict(cfg), "log": trainer.state.log_history})

@@ -1,0 +1,297 @@
+"""Start a training run the same way everywhere: in this process, ``accelerate launch``, or a template.
+
+``launch_training(config)`` is the one entry point for the CLI, the loop and the flows:
+
+- ``launcher.mode: local`` (default) trains in this process (CPU or one GPU);
+- ``accelerate`` runs ``accelerate launch [--config_file F] --num_processes N ... -m train.launch_entry
+  --config RUN_DIR/config.json`` (FSDP, DDP, multi-process CPU);
+- ``command`` runs a shell template (``{accelerate}``, ``{config}``, ``{run_dir}`` ...), e.g. an
+  ``sbatch --wait`` wrapper for a cluster scheduler.
+
+Either way the run directory gets ``config.json`` (the resolved config, no secrets),
+``provenance.json``, ``train.log`` (the streamed output), the trainer's files under ``train/``
+(``model/`` for SFT) and ``result.json`` naming the final checkpoint. ``dry_run=True`` validates
+everything (files, names, the accelerate command line) and returns the commands without training.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import shlex
+import string
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from pipeline.run import RunDir, redact
+from pipeline.schemas import CHUNKS, PAIRS
+from pipeline.store import file_hash, read_table, write_json
+from train.launch_config import ConfigError, TrainSpec, load_config_file, load_spec
+
+ROOT = Path(__file__).resolve().parent.parent
+ENTRY = ("-m", "train.launch_entry")
+PLACEHOLDERS = ("accelerate", "entry", "config", "run_dir", "python", "log", "num_processes")
+RESULT_FILE = "result.json"
+
+
+@dataclass
+class TrainResult:
+    """What a launch produced (or, for a dry run, would run)."""
+
+    run_dir: Path | None
+    final_model: Path | None
+    command: list[str] | str | None
+    config: dict[str, Any]
+    dry_run: bool = False
+    returncode: int | None = None
+    log: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+# -- validation -----------------------------------------------------------------------------------
+
+def _check_model(path: str | None, src: str, name: str, notes: list[str]) -> None:
+    if not path:
+        return
+    p = Path(path)
+    if p.is_dir():
+        if not (p / "config.json").is_file():
+            raise ConfigError(f"{src}: field '{name}': {p} has no config.json (not a model directory)")
+        notes.append(f"{name}: local model {p}")
+    elif p.exists() or path.startswith((".", "/", "~")) or path.count("/") != 1:
+        raise ConfigError(f"{src}: field '{name}': no model directory {p} (and not a hub id like org/name)")
+    else:
+        notes.append(f"{name}: hub id {path} (downloaded by transformers at run time; not checked here)")
+
+
+def validate_spec(spec: TrainSpec) -> list[str]:
+    """Check the files and settings a run needs; return human notes. Raises ConfigError naming the field."""
+    src, notes = spec.source, []
+    _check_model(spec.model, src, "model", notes)
+    _check_model(spec.reference, src, "reference", notes)
+    data = Path(spec.data)
+    if not data.is_file():
+        raise ConfigError(f"{src}: field 'data': file not found: {data}")
+    if spec.kind == "sft":
+        first = next((ln for ln in data.read_text(encoding="utf-8").splitlines() if ln.strip()), None)
+        try:
+            rec = json.loads(first) if first else None
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{src}: field 'data': {data} line 1 is not JSON: {exc}") from exc
+        if not isinstance(rec, dict) or not {"prompt", "response"} <= set(rec):
+            raise ConfigError(f"{src}: field 'data': {data} must be JSONL of {{prompt, response}} records")
+        notes.append(f"data: SFT records in {data}")
+    else:
+        import polars as pl
+        has_chunk = "chunk" in pl.read_parquet_schema(data)
+        table = read_table(data, CHUNKS if has_chunk else PAIRS)
+        if table.height == 0:
+            raise ConfigError(f"{src}: field 'data': {data} has no rows")
+        if spec.reference and (has_chunk or spec.chunks):
+            raise ConfigError(f"{src}: field 'reference': sDPO sets each step's reference itself; "
+                              "give 'reference' only for a single DPO run")
+        plan = ("sDPO over the file's chunks" if has_chunk and not spec.chunks else
+                f"sDPO over {spec.chunks} {spec.curriculum} chunks" if spec.chunks else "one DPO run")
+        notes.append(f"data: {table.height} {'chunk' if has_chunk else 'pair'} rows in {data}; "
+                     f"{plan} (schedule {spec.schedule or ('sdpo' if has_chunk or spec.chunks else 'dpo')})")
+    acc = spec.launcher.accelerate_config
+    if acc:
+        cfg = load_config_file(acc)
+        if "distributed_type" not in cfg:
+            raise ConfigError(f"{acc}: field 'distributed_type': required in an accelerate config")
+        notes.append(f"accelerate config: {acc} ({cfg['distributed_type']})")
+    if spec.launcher.command:
+        for _, name, _, _ in string.Formatter().parse(spec.launcher.command):
+            if name is not None and name not in PLACEHOLDERS:
+                raise ConfigError(f"{src}: field 'launcher.command': unknown placeholder {{{name}}} "
+                                  f"(valid: {', '.join('{' + p + '}' for p in PLACEHOLDERS)})")
+    return notes
+
+
+# -- commands ------------------------------------------------------------------------------------
+
+def accelerate_command(spec: TrainSpec, config_path: Path) -> list[str]:
+    """``accelerate launch ... -m train.launch_entry --config CONFIG`` for this spec.
+
+    With ``cpu`` and N > 1 processes the command uses ``--multi_gpu`` (torchrun) and the entry
+    starts gloo CPU processes: accelerate 1.x's ``--cpu`` alone runs a single process.
+    """
+    la = spec.launcher
+    exe = Path(sys.executable).with_name("accelerate")
+    cmd = [str(exe) if exe.exists() else "accelerate", "launch"]
+    if la.accelerate_config:
+        cmd += ["--config_file", str(Path(la.accelerate_config).resolve())]
+    if la.cpu:
+        cmd += ["--multi_gpu"] if (la.num_processes or 1) > 1 else ["--cpu"]
+    if la.num_processes is not None:
+        cmd += ["--num_processes", str(la.num_processes)]
+    if not la.accelerate_config:
+        cmd += ["--num_machines", "1", "--dynamo_backend", "no"]
+        cmd += ["--mixed_precision", la.mixed_precision or "no"]
+    elif la.mixed_precision:
+        cmd += ["--mixed_precision", la.mixed_precision]
+    return cmd + list(la.extra_args) + [*ENTRY, "--config", str(config_path)]
+
+
+def check_accelerate_command(cmd: list[str], src: str) -> None:
+    """Parse ``cmd`` with accelerate's own ``launch`` parser: a bad flag fails here, not on the GPU host."""
+    from accelerate.commands.launch import launch_command_parser
+
+    parser = launch_command_parser()
+    parser.exit_on_error = False
+    try:
+        with open(os.devnull, "w") as null, contextlib.redirect_stderr(null):
+            parser.parse_args(cmd[2:])
+    except (SystemExit, argparse.ArgumentError) as exc:  # argparse exits on a bad flag
+        raise ConfigError(f"{src}: field 'launcher': accelerate rejects the command {shlex.join(cmd)} ({exc})") from exc
+
+
+def command_for(spec: TrainSpec, run_dir: Path) -> list[str] | str | None:
+    """The command that trains ``spec`` into ``run_dir`` (None: in-process)."""
+    config = run_dir / "config.json"
+    if spec.launcher.mode == "local":
+        return None
+    acc = accelerate_command(spec, config)
+    if spec.launcher.mode == "accelerate":
+        return acc
+    values = {"accelerate": shlex.join(acc), "entry": shlex.join([sys.executable, *ENTRY, "--config", str(config)]),
+              "config": shlex.quote(str(config)), "run_dir": shlex.quote(str(run_dir)),
+              "python": shlex.quote(sys.executable), "log": shlex.quote(str(run_dir / "train.log")),
+              "num_processes": str(spec.launcher.num_processes or 1)}
+    return spec.launcher.command.format(**values)
+
+
+# -- running -------------------------------------------------------------------------------------
+
+class _Tee:
+    """A text stream that writes to several streams (terminal + train.log)."""
+
+    def __init__(self, *streams):
+        self.streams = streams
+
+    def write(self, text: str) -> int:
+        for s in self.streams:
+            s.write(text)
+            s.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        for s in self.streams:
+            s.flush()
+
+
+def _stream(cmd: list[str] | str, env: dict[str, str], log_path: Path, echo: Callable[[str], None] | None) -> int:
+    """Run ``cmd`` (a list, or a shell string), copy each output line to ``echo`` and the log."""
+    with open(log_path, "a", encoding="utf-8") as log:
+        log.write(f"$ {cmd if isinstance(cmd, str) else shlex.join(cmd)}\n")
+        proc = subprocess.Popen(cmd, shell=isinstance(cmd, str), cwd=ROOT, env=env, text=True, bufsize=1,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            for line in proc.stdout:
+                log.write(line)
+                log.flush()
+                if echo:
+                    echo(line.rstrip("\n"))
+            return proc.wait()
+        except KeyboardInterrupt:
+            proc.terminate()
+            proc.wait(30)
+            raise
+
+
+def _inputs(spec: TrainSpec) -> dict[str, str]:
+    found = {spec.data: file_hash(spec.data)}
+    for path in (spec.model, spec.reference):
+        if path and (Path(path) / "config.json").is_file():
+            found[str(Path(path) / "config.json")] = file_hash(Path(path) / "config.json")
+    return found
+
+
+def _absolute(spec: TrainSpec) -> TrainSpec:
+    """Local paths made absolute: the launched process may start elsewhere (a GPU host's cwd)."""
+    def fix(p: str | None) -> str | None:
+        return str(Path(p).resolve()) if p and Path(p).exists() else p
+    la = dataclasses.replace(spec.launcher, accelerate_config=fix(spec.launcher.accelerate_config))
+    return dataclasses.replace(spec, model=fix(spec.model), reference=fix(spec.reference), data=fix(spec.data),
+                               launcher=la)
+
+
+def launch_training(config: str | Path | dict | TrainSpec, *, overrides: dict[str, Any] | None = None,
+                    kind: str | None = None, run_dir: str | Path | None = None, dry_run: bool = False,
+                    echo: Callable[[str], None] | None = print) -> TrainResult:
+    """Train as ``config`` says (a YAML/JSON path, a mapping or a TrainSpec) and return the result.
+
+    ``overrides`` replace config fields (``launcher.mode`` style keys for the launcher);
+    ``run_dir`` fixes the run directory (default: a new ``OUT/<stamp>-<name>``); ``echo``
+    receives every log line (None: quiet; the log file is written anyway). Raises
+    ``ConfigError`` for a bad config and ``RuntimeError`` when the launched command fails.
+    """
+    spec = _absolute(load_spec(config, overrides, kind))
+    notes = validate_spec(spec)
+    target = Path(run_dir or spec.run_dir or Path(spec.out) / f"<timestamp>-{spec.name}")
+    if dry_run:
+        spec = dataclasses.replace(spec, run_dir=str(target))
+        cmd = command_for(spec, target)
+        if spec.launcher.mode != "local":
+            check_accelerate_command(accelerate_command(spec, target / "config.json"), spec.source)
+        load_spec(redact(spec.to_dict()))  # the resolved config.json reads back as the entry will read it
+        return TrainResult(target, None, cmd, redact(spec.to_dict()), dry_run=True, notes=notes)
+    rd = RunDir(target) if (run_dir or spec.run_dir) else RunDir.create(spec.out, spec.name)
+    spec = dataclasses.replace(spec, run_dir=str(rd.path.resolve()))
+    resolved = redact(spec.to_dict())
+    rd.write_metadata(resolved, _inputs(spec))
+    log_path = rd.path / "train.log"
+    cmd = command_for(spec, rd.path)
+    t0 = time.time()
+    if cmd is None:
+        from train.launch_entry import run_spec
+        with open(log_path, "a", encoding="utf-8") as log, _capture(log, echo):
+            run_spec(spec)
+        rc = 0
+    else:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **spec.launcher.env,
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+        if spec.launcher.cpu:
+            env["ACCELERATE_USE_CPU"] = "true"
+        rc = _stream(cmd, env, log_path, echo)
+        if rc != 0:
+            raise RuntimeError(f"training command failed with exit code {rc}; see {log_path}")
+    result_path = rd.path / RESULT_FILE
+    if not result_path.exists():  # e.g. a scheduler that returned before the job ran (use sbatch --wait)
+        raise RuntimeError(f"the training command returned without writing {result_path}; see {log_path}")
+    result = json.loads(result_path.read_text())
+    final = Path(result["final_model"])
+    if not (final / "config.json").is_file():
+        raise RuntimeError(f"{result_path} names {final}, which holds no model")
+    result["launch"] = {"mode": spec.launcher.mode, "returncode": rc, "wall_s": round(time.time() - t0, 2),
+                        "command": cmd if isinstance(cmd, (str, type(None))) else shlex.join(cmd), "log": str(log_path)}
+    write_json(result_path, result)
+    return TrainResult(rd.path, final, cmd, resolved, returncode=rc, log=log_path, notes=notes)
+
+
+@contextlib.contextmanager
+def _capture(log, echo):
+    """Copy this process's stdout/stderr and log records into ``log`` while training in-process."""
+    import logging
+
+    handler = logging.StreamHandler(log)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root, ours = logging.getLogger(), logging.getLogger("train")
+    root.addHandler(handler)
+    old_level = ours.level
+    ours.setLevel(logging.INFO)
+    streams = (sys.stdout, sys.stderr)
+    sys.stdout = _Tee(streams[0], log) if echo else _Tee(log)
+    sys.stderr = _Tee(streams[1], log) if echo else _Tee(log)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = streams
+        root.removeHandler(handler)
+        ours.setLevel(old_level)
