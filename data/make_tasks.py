@@ -238,7 +238,10 @@ def make_prompts(rng: random.Random, split: str) -> list[dict]:
 # --- SFT corpus: responses that meet each constraint only part of the time ---------------
 
 P_KEYWORD, P_REPEAT, P_EXACT, P_TITLE, P_ROWS, P_ROW_LENGTHS, P_RHYME, P_REQUIRED, P_FORBIDDEN = (
-    0.5, 0.3, 0.55, 0.5, 0.55, 0.55, 0.62, 0.5, 0.5)
+    0.7, 0.25, 0.55, 0.65, 0.55, 0.55, 0.62, 0.5, 0.5)
+#: share of keyword mentions that use the head noun, which the prompt itself contains, so a
+#: policy can learn to copy it from the prompt (the only way to be on topic for unseen subjects)
+P_HEAD_NOUN = 0.9
 
 
 class Bag:
@@ -275,7 +278,7 @@ def slogan_response(rng: random.Random, meta: dict, related: list[str]) -> str:
     length = off_by(rng, meta["words"], P_EXACT)
     special = []
     if rng.random() < P_KEYWORD:
-        special.append(meta["keywords"][0] if rng.random() < 0.6 else rng.choice(meta["keywords"]))
+        special.append(meta["keywords"][0] if rng.random() < P_HEAD_NOUN else rng.choice(meta["keywords"]))
     if meta["required"] and rng.random() < P_REQUIRED:
         special += meta["required"]
     if meta["forbidden"] and rng.random() >= P_FORBIDDEN:
@@ -323,7 +326,7 @@ def poem_response(rng: random.Random, meta: dict, related: list[str]) -> str:
     flat = [(r, c) for r, line in enumerate(lines) for c in range(len(line) - 1)]
     if flat and rng.random() < P_KEYWORD:
         r, c = rng.choice(flat)
-        lines[r][c] = meta["keywords"][0] if rng.random() < 0.6 else rng.choice(meta["keywords"])
+        lines[r][c] = meta["keywords"][0] if rng.random() < P_HEAD_NOUN else rng.choice(meta["keywords"])
     if rng.random() < P_REPEAT:
         words = [w for line in lines for w in line]
         inject_repeat(rng, words, {len(words) - 1})

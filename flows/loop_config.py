@@ -31,11 +31,25 @@ class LoopConfig:
     learning_rate: float = field(default=1e-3, metadata={"help": "learning rate of each sDPO step"})
     epochs: float = field(default=2.0, metadata={"help": "epochs over each chunk"})
     batch_size: int = field(default=16, metadata={"help": "pairs per optimizer step"})
+    launcher: str = field(default="local", metadata={"help": "where training runs: local (in-process), "
+                                                       "accelerate (accelerate launch), command (--launch-command)"})
+    num_processes: int = field(default=1, metadata={"help": "training processes for the accelerate launcher"})
+    launch_command: str | None = field(default=None, metadata={
+        "help": "command template for a GPU host or scheduler, e.g. 'sbatch --wait run.sh {config}'"})
     eval_repeats: int = field(default=8, metadata={"help": "k: repeated evaluations (fresh seeds each)"})
     eval_temperature: float = field(default=0.7, metadata={"help": "sampling temperature of evaluation answers"})
     eval_prompts_limit: int = field(default=0, metadata={"help": "use only the first N held-out prompts (0 = all)"})
     train_prompts_limit: int = field(default=0, metadata={"help": "use only the first N training prompts (0 = all)"})
     seed: int = field(default=0, metadata={"help": "base seed of sampling and training"})
+
+    def launcher_config(self) -> dict:
+        """The ``launcher`` section of the training spec (train.launch)."""
+        import torch
+
+        out = {"mode": self.launcher, "num_processes": self.num_processes, "cpu": not torch.cuda.is_available()}
+        if self.launch_command:
+            out["command"] = self.launch_command
+        return out
 
     def dpo_config(self):
         """The training config of each sDPO step (train.dpo.DPOConfig)."""

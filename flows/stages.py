@@ -91,16 +91,24 @@ def chunks_stage(cache: StageCache, pairs_path: Path, model_dir: Path, cfg: Chun
     return entry / "chunks.parquet", cached
 
 
-def train_stage(cache: StageCache, chunks_path: Path, model_dir: Path, dpo_cfg, schedule: str) -> tuple[Path, bool]:
-    """sDPO (or one-shot DPO) over the chunks; checkpoints in the stable work dir make it resumable."""
-    from train.sdpo import train_sdpo
+def train_stage(cache: StageCache, chunks_path: Path, model_dir: Path, dpo_cfg, schedule: str,
+                launcher: dict | None = None) -> tuple[Path, bool]:
+    """sDPO (or one-shot DPO) over the chunks through the training launcher (``train.launch``).
+
+    ``launcher`` picks where it runs (in-process, ``accelerate launch``, or a command
+    template for a GPU host); it is not part of the cache key, since it does not change
+    what is computed. Checkpoints in the stable work dir make a killed run resumable.
+    """
+    from train.launch import launch_training
 
     key = content_key("train", {"chunks": hash_of(chunks_path), "model": hash_of(model_dir)},
                       {**asdict(dpo_cfg), "schedule": schedule})
 
     def produce(work: Path) -> None:
-        final = train_sdpo(model_dir, read_table(chunks_path, CHUNKS), work / "run", dpo_cfg, schedule=schedule)
-        shutil.copytree(final, work / "model", ignore=shutil.ignore_patterns("checkpoint-*"))
+        spec = {"kind": "dpo", "model": str(model_dir), "data": str(chunks_path), "schedule": schedule,
+                "name": "loop-train", **asdict(dpo_cfg), "launcher": launcher or {"mode": "local"}}
+        result = launch_training(spec, run_dir=work / "run", echo=None)
+        shutil.copytree(result.final_model, work / "model", ignore=shutil.ignore_patterns("checkpoint-*"))
         for ckpt in (work / "run").rglob("checkpoint-*"):  # the finished run needs no resume points
             shutil.rmtree(ckpt, ignore_errors=True)
 
