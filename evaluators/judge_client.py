@@ -1,0 +1,247 @@
+"""The judges' side of an OpenAI-compatible API: bounded, rate-limited, retried, metered calls.
+
+``JudgeClient.chat(messages, ...)`` sends one chat completion through ``AsyncOpenAI`` and returns a
+``Reply`` (text, token usage, attempts). Around each call:
+
+- at most ``concurrency`` requests in flight (an ``asyncio.Semaphore``);
+- optional requests/min and tokens/min limits (token buckets; a request's tokens are estimated
+  before it is sent as prompt characters / 4 + ``max_tokens``);
+- retries with exponential backoff and jitter on 429, 5xx, timeouts and dropped connections; a
+  ``retry-after`` / ``retry-after-ms`` header from the server is honoured (capped at ``max_backoff``);
+  other errors (400: prompt too long, 401, 404) fail at once;
+- usage and cost per judge (``Usage``), and an optional cost budget: a request whose estimated cost
+  would push spent + in-flight reservations past ``max_cost`` is not sent (``BudgetExceeded``), so a
+  run stops cleanly at the budget instead of overshooting by a whole batch of requests.
+
+The API key is read from an environment variable named in the options (never stored in a config),
+and every error message this module hands out has the key's text replaced by ``***``.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class BudgetExceeded(RuntimeError):
+    """The next request would pass ``max_cost``: nothing more is sent."""
+
+
+class JudgeRequestError(RuntimeError):
+    """A request that failed for good (retries exhausted, or a non-retryable error)."""
+
+
+@dataclass
+class ClientOptions:
+    """How judges reach their OpenAI-compatible server (base URL, key, limits, retries, budget)."""
+
+    base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 "
+                                                                 "(default: the judge config's, else OpenAI)"})
+    api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "environment variable holding the API key "
+                                                                          "(a local server needs none)"})
+    concurrency: int = field(default=32, metadata={"help": "requests in flight at most"})
+    requests_per_min: float = field(default=0.0, metadata={"help": "requests/min limit (0 = none)"})
+    tokens_per_min: float = field(default=0.0, metadata={"help": "tokens/min limit, estimated before sending (0 = none)"})
+    max_retries: int = field(default=6, metadata={"help": "retries on 429/5xx/timeouts before a row is marked failed"})
+    timeout: float = field(default=60.0, metadata={"help": "seconds per request"})
+    max_backoff: float = field(default=60.0, metadata={"help": "longest wait between retries (also caps retry-after)"})
+    max_cost: float = field(default=0.0, metadata={"help": "stop cleanly before spending more than this (USD; 0 = no limit)"})
+
+
+@dataclass
+class Usage:
+    """Requests, tokens and cost of one judge in one run."""
+
+    requests: int = 0
+    cached: int = 0
+    retries: int = 0
+    failures: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"requests": self.requests, "cached": self.cached, "retries": self.retries, "failures": self.failures,
+                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "total_tokens": self.prompt_tokens + self.completion_tokens, "cost_usd": round(self.cost, 6)}
+
+
+@dataclass
+class Reply:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    attempts: int
+    finish_reason: str | None = None
+
+
+class TokenBucket:
+    """``rate_per_min`` units per minute, bursts of at most one second's worth (at least one request)."""
+
+    def __init__(self, rate_per_min: float, burst: float | None = None):
+        self.rate = rate_per_min / 60.0
+        self.capacity = max(burst if burst is not None else self.rate, 1.0)
+        self.level = self.capacity
+        self.stamp = time.monotonic()
+        self.lock = asyncio.Lock()
+
+    async def take(self, amount: float = 1.0) -> None:
+        amount = min(amount, self.capacity)  # one oversized request waits for a full bucket, not forever
+        async with self.lock:
+            while True:
+                now = time.monotonic()
+                self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
+                self.stamp = now
+                if self.level >= amount:
+                    self.level -= amount
+                    return
+                await asyncio.sleep((amount - self.level) / self.rate)
+
+
+def _retry_after(exc: Exception) -> float | None:
+    """Seconds the server asked us to wait (``retry-after-ms`` or ``retry-after``), if any."""
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if not headers:
+        return None
+    try:
+        if headers.get("retry-after-ms"):
+            return float(headers["retry-after-ms"]) / 1000.0
+        if headers.get("retry-after"):
+            return float(headers["retry-after"])
+    except (TypeError, ValueError):
+        return None  # an HTTP date: fall back to our own backoff
+    return None
+
+
+class JudgeClient:
+    """One ``AsyncOpenAI`` client shared by every judge of a run, with limits, retries and accounting.
+
+    ``http_client`` (an ``httpx``-style ``AsyncClient`` as the installed openai package expects) lets
+    tests put a fake transport under the real openai client.
+    """
+
+    def __init__(self, options: ClientOptions | None = None, *, base_url: str | None = None,
+                 http_client: Any = None, backoff_base: float = 0.5):
+        self.options = options or ClientOptions()
+        self.base_url = base_url or self.options.base_url
+        self._key = os.environ.get(self.options.api_key_env) or ""
+        self._http_client = http_client
+        self._client = None
+        self.backoff_base = backoff_base
+        self.usage: dict[str, Usage] = {}
+        self._sem: asyncio.Semaphore | None = None
+        self._rpm = self._tpm = None
+        self._reserved = 0.0
+        self._loop = None
+
+    # -- plumbing ----------------------------------------------------------------------
+    def _ensure(self) -> None:
+        """Build the client and the asyncio primitives on first use inside the running loop."""
+        loop = asyncio.get_running_loop()
+        if self._loop is loop:
+            return
+        from openai import AsyncOpenAI
+
+        self._loop = loop
+        self._client = AsyncOpenAI(base_url=self.base_url, api_key=self._key or "EMPTY", max_retries=0,
+                                   timeout=self.options.timeout, http_client=self._http_client)
+        self._sem = asyncio.Semaphore(max(1, self.options.concurrency))
+        self._rpm = TokenBucket(self.options.requests_per_min) if self.options.requests_per_min > 0 else None
+        self._tpm = (TokenBucket(self.options.tokens_per_min, burst=self.options.tokens_per_min / 60.0)
+                     if self.options.tokens_per_min > 0 else None)
+
+    def scrub(self, text: str) -> str:
+        """``text`` with the API key (if any) replaced by ``***``."""
+        text = str(text)
+        return text.replace(self._key, "***") if len(self._key) >= 4 else text
+
+    def usage_for(self, judge: str) -> Usage:
+        return self.usage.setdefault(judge, Usage())
+
+    def total_cost(self) -> float:
+        return sum(u.cost for u in self.usage.values())
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client, self._loop = None, None
+
+    async def first_model(self) -> str:
+        """The server's first served model (for configs that leave ``model`` empty)."""
+        self._ensure()
+        try:
+            models = await self._client.models.list()
+        except Exception as exc:  # noqa: BLE001 - any failure here means "tell the user which server"
+            raise JudgeRequestError(self.scrub(f"cannot list models at {self.base_url}: {exc}")) from None
+        if not models.data:
+            raise JudgeRequestError(f"the server at {self.base_url} serves no model")
+        return models.data[0].id
+
+    # -- one request -------------------------------------------------------------------
+    async def chat(self, judge: str, messages: list[dict], *, model: str, temperature: float = 0.0,
+                   max_tokens: int = 16, extra: dict | None = None,
+                   price_in: float = 0.0, price_out: float = 0.0) -> Reply:
+        """One chat completion, retried and metered under ``judge``; raises on lasting failure.
+
+        ``extra`` holds further request fields (``extra_body``, ``response_format``, ``seed`` ...).
+        ``price_in``/``price_out`` are USD per million prompt/completion tokens.
+        """
+        import openai
+
+        self._ensure()
+        usage = self.usage_for(judge)
+        est_tokens = sum(len(str(m.get("content", ""))) for m in messages) / 4 + max_tokens
+        est_cost = (est_tokens - max_tokens) * price_in / 1e6 + max_tokens * price_out / 1e6
+        retryable = (openai.RateLimitError, openai.InternalServerError, openai.APITimeoutError,
+                     openai.APIConnectionError)
+        async with self._sem:
+            if self.options.max_cost > 0 and self.total_cost() + self._reserved + est_cost > self.options.max_cost:
+                raise BudgetExceeded(f"max cost {self.options.max_cost} USD reached "
+                                     f"(spent {self.total_cost():.4f} USD)")
+            self._reserved += est_cost
+            try:
+                attempt = 0
+                while True:
+                    attempt += 1
+                    if self._rpm is not None:
+                        await self._rpm.take(1)
+                    if self._tpm is not None:
+                        await self._tpm.take(est_tokens)
+                    try:
+                        resp = await self._client.chat.completions.create(
+                            model=model, messages=messages, temperature=temperature, max_tokens=max_tokens,
+                            **(extra or {}))
+                    except retryable as exc:
+                        status = getattr(exc, "status_code", None)
+                        if attempt > self.options.max_retries:
+                            usage.failures += 1
+                            raise JudgeRequestError(self.scrub(
+                                f"gave up after {attempt} attempts: {type(exc).__name__}"
+                                f"{f' {status}' if status else ''}: {exc}")) from None
+                        usage.retries += 1
+                        wait = _retry_after(exc)
+                        if wait is None:
+                            wait = self.backoff_base * 2 ** (attempt - 1) * (0.5 + random.random())
+                        await asyncio.sleep(min(max(wait, 0.0), self.options.max_backoff))
+                        continue
+                    except openai.APIError as exc:  # 4xx other than 429: retrying will not help
+                        usage.failures += 1
+                        raise JudgeRequestError(self.scrub(f"{type(exc).__name__}: {exc}")) from None
+                    break
+            finally:
+                self._reserved -= est_cost
+            usage.requests += 1
+            u = getattr(resp, "usage", None)
+            p_tok = int(getattr(u, "prompt_tokens", 0) or 0)
+            c_tok = int(getattr(u, "completion_tokens", 0) or 0)
+            usage.prompt_tokens += p_tok
+            usage.completion_tokens += c_tok
+            usage.cost += p_tok * price_in / 1e6 + c_tok * price_out / 1e6
+            choice = resp.choices[0] if getattr(resp, "choices", None) else None
+            text = (choice.message.content if choice is not None and choice.message is not None else None) or ""
+            return Reply(text=text, prompt_tokens=p_tok, completion_tokens=c_tok, attempts=attempt,
+                         finish_reason=getattr(choice, "finish_reason", None))

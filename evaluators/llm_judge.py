@@ -1,0 +1,354 @@
+"""LLM judges as data: a ``config.yaml`` + prompt template per judge, run over an OpenAI-compatible API.
+
+A judge directory (``data/judges/<name>/``) holds ``config.yaml``::
+
+    kind: rubric            # rubric (a 1-5 grade per answer) | pairwise | combined (see judges.py)
+    model: gpt-4o-mini      # served model name; "" = the server's first model; --model overrides
+    base_url: null          # --base-url overrides
+    temperature: 0
+    max_tokens: 4
+    system: system.md       # optional system message (file in the judge dir, or inline text)
+    template: prompt.md     # the user message; {{prompt}}, {{answer}}, {{reference}} are filled in
+    score_range: [1, 5]
+    correct_threshold: 4    # "correct" = score >= this (reported by audit)
+    structured: vllm        # vllm: structured_outputs choice; openai: JSON schema; none: parse text
+    listwise_template: listwise.md   # optional: best/worst over N answers in one call
+    price: {input_per_mtok: 0.15, output_per_mtok: 0.6}
+    gold: gold.jsonl        # hand-graded answers for `prefwork judge audit`
+
+``RubricJudge.score_frame`` turns a candidates table into a SCORES table (``judge`` = the judge's
+name, ``score`` on the configured range). An answer that cannot be parsed keeps its raw text in
+``detail`` and gets ``error`` set; it is never dropped and never cached. Listwise mode
+(``listwise=True``) asks once per prompt for the best and the worst of its N answers and scores
+them max / min of the range (the others the midpoint), which is all best-vs-worst pairs need.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from evaluators.judge_cache import JudgeCache, cache_key, text_hash
+from evaluators.judge_client import BudgetExceeded, JudgeClient, JudgeRequestError
+
+JUDGES_DIR = Path(__file__).resolve().parent.parent / "data" / "judges"
+STRUCTURED_MODES = ("vllm", "openai", "none")
+NOT_JUDGED_BUDGET = "not judged: max cost reached"
+
+
+@dataclass(frozen=True)
+class JudgeSpec:
+    """A judge's config (``config.yaml``) with its templates read in."""
+
+    name: str
+    kind: str = "rubric"
+    model: str = ""
+    base_url: str | None = None
+    temperature: float = 0.0
+    max_tokens: int = 4
+    system: str = ""
+    template: str = ""
+    listwise_template: str = ""
+    score_range: tuple[int, int] = (1, 5)
+    correct_threshold: float | None = None
+    structured: str = "vllm"
+    choices: tuple[str, ...] = ("A", "B", "tie")
+    orders: str = "both"
+    seed: int = 0
+    price_in: float = 0.0
+    price_out: float = 0.0
+    gold: Path | None = None
+    components: tuple[tuple[str, float], ...] = ()
+    rule_cap: float | None = None
+    directory: Path | None = None
+    description: str = ""
+
+    @property
+    def template_hash(self) -> str:
+        return text_hash(self.system, self.template, self.listwise_template)
+
+    def sampling(self) -> dict[str, Any]:
+        return {"temperature": self.temperature, "max_tokens": self.max_tokens, "structured": self.structured}
+
+    def with_overrides(self, **kw: Any) -> "JudgeSpec":
+        """A copy with the non-None overrides applied (CLI options: model, base_url, structured ...)."""
+        kw = {k: v for k, v in kw.items() if v is not None}
+        if kw.get("structured") and kw["structured"] not in STRUCTURED_MODES:
+            raise ValueError(f"structured output mode must be one of {', '.join(STRUCTURED_MODES)}")
+        return replace(self, **kw)
+
+
+def _text(value: str | None, directory: Path) -> str:
+    """A template field: a file in the judge directory if one has that name, else the text itself."""
+    if not value:
+        return ""
+    path = directory / value
+    return path.read_text() if len(value) < 200 and path.is_file() else value
+
+
+def load_spec(name_or_dir: str | Path, judges_dir: Path = JUDGES_DIR) -> JudgeSpec:
+    """Read ``<judges_dir>/<name>/config.yaml`` (or a directory given by path) into a ``JudgeSpec``."""
+    import yaml
+
+    d = Path(name_or_dir)
+    if not (d / "config.yaml").is_file():
+        d = judges_dir / str(name_or_dir)
+    cfg_path = d / "config.yaml"
+    if not cfg_path.is_file():
+        raise ValueError(f"no judge config at {cfg_path}")
+    cfg = yaml.safe_load(cfg_path.read_text()) or {}
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{cfg_path}: expected a mapping")
+    secret = [k for k in cfg if re.search(r"api[_-]?key|secret|password", str(k), re.I)]
+    if secret:
+        raise ValueError(f"{cfg_path}: judge configs must not hold keys ({', '.join(secret)}); "
+                         "name an environment variable with --api-key-env instead")
+    price = cfg.get("price") or {}
+    lo, hi = (cfg.get("score_range") or [1, 5])
+    spec = JudgeSpec(
+        name=str(cfg.get("name") or d.name), kind=str(cfg.get("kind", "rubric")), model=str(cfg.get("model") or ""),
+        base_url=cfg.get("base_url"), temperature=float(cfg.get("temperature", 0.0)),
+        max_tokens=int(cfg.get("max_tokens", 4)), system=_text(cfg.get("system"), d),
+        template=_text(cfg.get("template"), d), listwise_template=_text(cfg.get("listwise_template"), d),
+        score_range=(int(lo), int(hi)), correct_threshold=cfg.get("correct_threshold"),
+        structured=str(cfg.get("structured", "vllm")), choices=tuple(cfg.get("choices") or ("A", "B", "tie")),
+        orders=str(cfg.get("orders", "both")), seed=int(cfg.get("seed", 0)),
+        price_in=float(price.get("input_per_mtok", 0.0)), price_out=float(price.get("output_per_mtok", 0.0)),
+        gold=(d / cfg["gold"]) if cfg.get("gold") else None,
+        components=tuple((str(j["name"]), float(j.get("weight", 1.0))) for j in cfg.get("judges") or ()),
+        rule_cap=cfg.get("rule_cap"), directory=d, description=str(cfg.get("description", "")))
+    if spec.structured not in STRUCTURED_MODES:
+        raise ValueError(f"{cfg_path}: structured must be one of {', '.join(STRUCTURED_MODES)}")
+    if spec.kind in ("rubric", "pairwise") and not spec.template:
+        raise ValueError(f"{cfg_path}: a {spec.kind} judge needs a template")
+    return spec
+
+
+# --- prompts and answers --------------------------------------------------------------------
+
+def render(template: str, **values: str) -> str:
+    """Fill ``{{name}}`` placeholders (braces elsewhere, e.g. JSON examples, are left alone)."""
+    return re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: str(values.get(m.group(1), m.group(0))), template)
+
+
+def prompt_text(prompt: str) -> str:
+    """A chat prompt stored as a JSON list of messages, shown to the judge as ``role: content`` lines."""
+    s = (prompt or "").strip()
+    if s.startswith("["):
+        try:
+            msgs = json.loads(s)
+            if isinstance(msgs, list) and all(isinstance(m, dict) and "content" in m for m in msgs):
+                if len(msgs) == 1:
+                    return str(msgs[0]["content"])
+                return "\n".join(f"{m.get('role', 'user')}: {m['content']}" for m in msgs)
+        except json.JSONDecodeError:
+            pass
+    return prompt or ""
+
+
+def messages_for(spec: JudgeSpec, user: str) -> list[dict]:
+    return ([{"role": "system", "content": spec.system}] if spec.system else []) + [{"role": "user", "content": user}]
+
+
+def _json_schema_format(name: str, properties: dict) -> dict:
+    return {"type": "json_schema", "json_schema": {"name": name, "strict": True, "schema": {
+        "type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}}}
+
+
+def score_request_extra(spec: JudgeSpec) -> dict:
+    lo, hi = spec.score_range
+    if spec.structured == "vllm":
+        return {"extra_body": {"structured_outputs": {"choice": [str(i) for i in range(lo, hi + 1)]}}}
+    if spec.structured == "openai":
+        return {"response_format": _json_schema_format("grade", {"score": {"type": "integer",
+                                                                           "enum": list(range(lo, hi + 1))}})}
+    return {}
+
+
+def parse_score(text: str, lo: int, hi: int) -> int | None:
+    """The grade in a judge's answer: a bare number, ``{"score": n}``, ``Score: n``, ``[[n]]`` or ``n/5``."""
+    s = (text or "").strip()
+    if not s:
+        return None
+    ok = lambda v: v if lo <= v <= hi else None  # noqa: E731
+    try:
+        obj = json.loads(s)
+        if isinstance(obj, dict):
+            obj = next((obj[k] for k in ("score", "grade", "rating") if k in obj), None)
+        if isinstance(obj, (int, float, str)) and not isinstance(obj, bool) and str(obj).strip().isdigit():
+            return ok(int(str(obj).strip()))
+        return None
+    except (json.JSONDecodeError, ValueError):
+        pass
+    num = r"(\d+)"
+    for pat in (rf"\[\[\s*{num}\s*\]\]", rf"(?:score|grade|rating)\s*(?:is|of|=|:)?\s*\**\s*{num}\b",
+                rf"^\s*{num}\s*(?:/\s*{hi})?\s*[.!]?\s*$", rf"\b{num}\s*/\s*{hi}\b"):
+        found = re.findall(pat, s, flags=re.I | re.M)
+        if found:
+            return ok(int(found[-1]))
+    return None
+
+
+@dataclass
+class Verdict:
+    """One judge call's outcome: a parsed value or an error, with the raw answer for ``detail``."""
+
+    value: Any = None
+    raw: str | None = None
+    error: str | None = None
+    cached: bool = False
+
+
+async def call_judge(spec: JudgeSpec, client: JudgeClient, cache: JudgeCache, *, kind: str, user: str,
+                     inputs: dict, seed: int, extra: dict, parse: Callable[[str], Any]) -> Verdict:
+    """Cache lookup, then one metered request; the parsed value is cached, failures never are."""
+    key = cache_key(judge=f"{spec.name}:{kind}", template_hash=spec.template_hash, model=spec.model, inputs=inputs,
+                    sampling=spec.sampling(), seed=seed)
+    hit = cache.get(key)
+    if hit is not None:
+        client.usage_for(spec.name).cached += 1
+        return Verdict(hit["value"], hit.get("raw"), None, cached=True)
+    if key in cache.inflight:  # the same call is already on its way in this run: share its answer
+        return await asyncio.shield(cache.inflight[key])
+    fut = cache.inflight[key] = asyncio.get_running_loop().create_future()
+    try:
+        v = await _request(spec, client, cache, key, user, seed, extra, parse)
+    except BaseException:
+        fut.set_result(Verdict(error="cancelled"))
+        raise
+    finally:
+        cache.inflight.pop(key, None)
+    if not fut.done():
+        fut.set_result(v)
+    return v
+
+
+async def _request(spec, client, cache, key, user, seed, extra, parse) -> Verdict:
+    req_extra = dict(extra)
+    if seed:
+        req_extra["seed"] = seed
+    try:
+        reply = await client.chat(spec.name, messages_for(spec, user), model=spec.model, temperature=spec.temperature,
+                                  max_tokens=spec.max_tokens, extra=req_extra, price_in=spec.price_in,
+                                  price_out=spec.price_out)
+    except BudgetExceeded:
+        return Verdict(error=NOT_JUDGED_BUDGET)
+    except JudgeRequestError as exc:
+        return Verdict(error=f"request failed: {exc}")
+    value = parse(reply.text)
+    if value is None:
+        return Verdict(raw=reply.text, error=f"unparsable judge answer: {reply.text[:200]!r}")
+    cache.put(key, spec.name, {"value": value, "raw": reply.text})
+    return Verdict(value, reply.text)
+
+
+@dataclass
+class RubricJudge:
+    """A pointwise grader (e.g. ``math_1to5``): one grade per (prompt, answer)."""
+
+    spec: JudgeSpec
+    listwise: bool = False
+    name: str = field(init=False)
+
+    def __post_init__(self):
+        self.name = self.spec.name
+        if self.listwise and not self.spec.listwise_template:
+            raise ValueError(f"judge {self.name!r} has no listwise_template; listwise mode is unavailable")
+
+    def normalise(self, score: float | None) -> float | None:
+        lo, hi = self.spec.score_range
+        return None if score is None else (score - lo) / (hi - lo)
+
+    async def grade(self, client: JudgeClient, cache: JudgeCache, prompt: str, answer: str,
+                    reference: str | None = None, repeat: int = 0) -> tuple[float | None, dict, str | None]:
+        """(score, detail, error) for one answer."""
+        lo, hi = self.spec.score_range
+        ref = reference or ""
+        user = render(self.spec.template, prompt=prompt_text(prompt), answer=answer or "",
+                      reference=ref or "(none given)")
+        v = await call_judge(self.spec, client, cache, kind="grade", user=user,
+                             inputs={"prompt": prompt, "answer": answer, "reference": ref},
+                             seed=self.spec.seed + repeat, extra=score_request_extra(self.spec),
+                             parse=lambda t: parse_score(t, lo, hi))
+        detail = {"raw": v.raw, "model": self.spec.model, "repeat": repeat}
+        return (float(v.value) if v.value is not None else None), detail, v.error
+
+    async def best_worst(self, client: JudgeClient, cache: JudgeCache, prompt: str, answers: list[str],
+                         repeat: int = 0) -> Verdict:
+        """Listwise: ``Verdict(value={"best": i, "worst": j})`` with 0-based indices into ``answers``."""
+        n = len(answers)
+        listing = "\n\n".join(f"[{i + 1}]\n{a}" for i, a in enumerate(answers))
+        user = render(self.spec.listwise_template, prompt=prompt_text(prompt), answers=listing, n=str(n))
+        props = {"best": {"type": "integer", "enum": list(range(1, n + 1))},
+                 "worst": {"type": "integer", "enum": list(range(1, n + 1))}}
+        # vLLM: a regex, not a JSON schema: the schema grammar lets a weak judge model spend its tokens
+        # on whitespace before the object closes; the regex admits exactly {"best": i, "worst": j}, i != j
+        alts = "|".join(f'{b}, "worst": (?:' + "|".join(str(w) for w in range(n, 0, -1) if w != b) + ")"
+                        for b in range(n, 0, -1))
+        extra = ({"extra_body": {"structured_outputs": {"regex": '\\{"best": (?:' + alts + ')\\}'}}}
+                 if self.spec.structured == "vllm" else
+                 {"response_format": _json_schema_format("best_worst", props)} if self.spec.structured == "openai"
+                 else {})
+        spec = replace(self.spec, max_tokens=max(self.spec.max_tokens, 32))
+        return await call_judge(spec, client, cache, kind="listwise", user=user,
+                                inputs={"prompt": prompt, "answers": answers}, seed=self.spec.seed + repeat,
+                                extra=extra, parse=lambda t: parse_best_worst(t, n))
+
+    async def score_rows(self, client: JudgeClient, cache: JudgeCache, rows: list[dict],
+                         progress: Callable[[int], None] | None = None) -> list[tuple]:
+        """(score, detail, error) for each row (``prompt``, ``text``, optional ``reference``), in order."""
+        if self.listwise:
+            return await self._listwise_rows(client, cache, rows, progress)
+
+        async def one(r):
+            out = await self.grade(client, cache, r["prompt"], r["text"], r.get("reference"), r.get("repeat", 0))
+            if progress:
+                progress(1)
+            return out
+        return list(await asyncio.gather(*(one(r) for r in rows)))
+
+    async def _listwise_rows(self, client, cache, rows, progress):
+        lo, hi = self.spec.score_range
+        groups: dict[str, list[int]] = {}
+        for i, r in enumerate(rows):
+            groups.setdefault(r["prompt_id"], []).append(i)
+        out: list[tuple] = [None] * len(rows)  # type: ignore[list-item]
+
+        async def one(idx: list[int]):
+            if len(idx) == 1:  # nothing to rank: the midpoint, no call
+                out[idx[0]] = (float((lo + hi) / 2), {"listwise": True, "single": True}, None)
+                return
+            v = await self.best_worst(client, cache, rows[idx[0]]["prompt"], [rows[i]["text"] or "" for i in idx])
+            for pos, i in enumerate(idx):
+                detail = {"listwise": True, "raw": v.raw, "model": self.spec.model, "position": pos + 1}
+                if v.value is None:
+                    out[i] = (None, detail, v.error)
+                else:
+                    s = hi if pos == v.value["best"] else lo if pos == v.value["worst"] else (lo + hi) / 2
+                    out[i] = (float(s), {**detail, "best": v.value["best"] + 1, "worst": v.value["worst"] + 1}, None)
+            if progress:
+                progress(len(idx))
+        await asyncio.gather(*(one(idx) for idx in groups.values()))
+        return out
+
+
+def parse_best_worst(text: str, n: int) -> dict | None:
+    """``{"best": i, "worst": j}`` (0-based) from ``{"best": 2, "worst": 5}`` or ``best: 2 ... worst: 5``."""
+    s = (text or "").strip()
+    best = worst = None
+    try:
+        obj = json.loads(s)
+        if isinstance(obj, dict):
+            best, worst = obj.get("best"), obj.get("worst")
+    except json.JSONDecodeError:
+        mb = re.search(r"best\W{0,5}(\d+)", s, re.I)
+        mw = re.search(r"worst\W{0,5}(\d+)", s, re.I)
+        best, worst = (int(mb.group(1)) if mb else None), (int(mw.group(1)) if mw else None)
+    if not isinstance(best, int) or not isinstance(worst, int) or isinstance(best, bool) or isinstance(worst, bool):
+        return None
+    if not (1 <= best <= n and 1 <= worst <= n) or (best == worst and n > 1):
+        return None
+    return {"best": best - 1, "worst": worst - 1}

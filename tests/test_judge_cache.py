@@ -1,0 +1,102 @@
+"""The judges' SQLite answer cache: what goes into the key, persistence, resume, in-run sharing."""
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+import polars as pl
+
+from evaluators.judge_cache import JudgeCache, cache_key
+from evaluators.judge_client import ClientOptions
+from evaluators.judges import JudgeSession
+from _judge_helpers import FakeServer, cands, completion
+
+BASE = dict(judge="j", template_hash="t", model="m", inputs={"prompt": "p", "answer": "a"},
+            sampling={"temperature": 0.0, "max_tokens": 4}, seed=0)
+
+
+def test_key_covers_every_input():
+    k = cache_key(**BASE)
+    assert k == cache_key(**{**BASE, "inputs": {"answer": "a", "prompt": "p"}})  # canonical, order-free
+    for change in ({"judge": "j2"}, {"template_hash": "t2"}, {"model": "m2"}, {"inputs": {"prompt": "p", "answer": "b"}},
+                   {"sampling": {"temperature": 0.7, "max_tokens": 4}}, {"seed": 1}):
+        assert cache_key(**{**BASE, **change}) != k, change
+
+
+def test_persists_across_connections_and_holds_no_secrets(tmp_path):
+    db = tmp_path / "c.sqlite"
+    with JudgeCache(db) as c:
+        c.put("k", "j", {"value": 4, "raw": "4"})
+    with JudgeCache(db) as c:
+        assert c.get("k") == {"value": 4, "raw": "4"} and c.get("other") is None and c.count("j") == 1
+    cols = [r[1] for r in sqlite3.connect(db).execute("PRAGMA table_info(answers)")]
+    assert cols == ["key", "judge", "value", "created"]
+    assert JudgeCache(None).get("k") is None  # disabled cache
+
+
+def test_rerun_sends_nothing_and_template_change_invalidates(tmp_path):
+    server = FakeServer(lambda body, n: completion("4"))
+    db = tmp_path / "c.sqlite"
+
+    def run(judge="math_1to5"):
+        async def go():
+            s = JudgeSession(ClientOptions(base_url="http://fake.test/v1"), cache=db, model="fake",
+                             http_client=server.client())
+            out = await s.ascore(judge, cands(6))
+            await s.client.close()
+            s.close()
+            return s, out
+        return asyncio.run(go())
+    s1, out1 = run()
+    assert len(server.bodies) == 6
+    s2, out2 = run()
+    assert len(server.bodies) == 6 and s2.usage()["total"]["cached"] == 6
+    assert out1.equals(out2)  # same table, cached or not
+    run("general_1to5")  # another judge (name + template) shares nothing
+    assert len(server.bodies) == 12
+
+
+def test_identical_rows_share_one_request(tmp_path):
+    server = FakeServer(lambda body, n: completion("5"), delay=0.02)
+    df = pl.DataFrame({"prompt_id": ["p"] * 5, "prompt": ["q"] * 5, "candidate_id": list(range(5)),
+                       "text": ["same answer"] * 5})
+
+    async def go():
+        s = JudgeSession(ClientOptions(base_url="http://fake.test/v1"), cache=tmp_path / "c.sqlite", model="fake",
+                         http_client=server.client())
+        out = await s.ascore("math_1to5", df)
+        await s.client.close()
+        return out
+    assert asyncio.run(go())["score"].to_list() == [5.0] * 5
+    assert len(server.bodies) == 1
+
+
+def test_cancelled_run_resumes_from_what_it_finished(tmp_path):
+    server = FakeServer(lambda body, n: completion("3"), delay=0.01)
+    db = tmp_path / "c.sqlite"
+
+    async def killed():
+        s = JudgeSession(ClientOptions(base_url="http://fake.test/v1", concurrency=2), cache=db, model="fake",
+                         http_client=server.client())
+        task = asyncio.create_task(s.ascore("math_1to5", cands(40)))
+        while s.cache.count() < 10:
+            await asyncio.sleep(0.005)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        await s.client.close()
+        return s.cache.count()
+    done = asyncio.run(killed())
+    assert 10 <= done < 40
+    sent_before = len(server.bodies)
+
+    async def resumed():
+        s = JudgeSession(ClientOptions(base_url="http://fake.test/v1"), cache=db, model="fake",
+                         http_client=server.client())
+        out = await s.ascore("math_1to5", cands(40))
+        await s.client.close()
+        return out
+    out = asyncio.run(resumed())
+    assert out["error"].null_count() == 40 and len(server.bodies) - sent_before == 40 - done
