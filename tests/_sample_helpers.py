@@ -1,28 +1,15 @@
-"""Shared helpers of the sampler tests: one tiny random policy per test session, prompt tables."""
+"""Shared helpers of the sampler tests: prompt tables, a free port, the contract check.
+
+The tiny policy and the real vLLM server are ``tests/conftest.py``'s session fixtures."""
 from __future__ import annotations
 
 import json
-import os
 import socket
 from pathlib import Path
 
 import polars as pl
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def tiny_policy(base: Path) -> Path:
-    """Build (once per session, under pytest's base temp dir) a random tiny Llama with a chat template."""
-    from train.policy import build_random_policy
-
-    out = base / "sample_policy"
-    if not (out / "model.safetensors").exists():
-        lines = (ROOT / "data" / "corpus" / "sft.jsonl").read_text().splitlines()[:300]
-        texts = [json.loads(x)["response"] for x in lines]
-        tmp = base / f"sample_policy.tmp{os.getpid()}"
-        build_random_policy(tmp, texts)
-        os.replace(tmp, out)
-    return out
 
 
 def prompts_frame(k: int, chat_every: int = 3) -> pl.DataFrame:

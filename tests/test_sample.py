@@ -7,15 +7,15 @@ import sys
 import polars as pl
 import pytest
 
-from _sample_helpers import ROOT, check_contract, prompts_frame, tiny_policy, write_prompts
+from _sample_helpers import ROOT, check_contract, prompts_frame, write_prompts
 from pipeline.engines_factory import make_engine, resolve_engine
 from pipeline.sample import SampleConfig, sample
 from pipeline.schemas import SchemaError
 
 
-@pytest.fixture(scope="session")
-def policy(tmp_path_factory):
-    return tiny_policy(tmp_path_factory.getbasetemp())
+@pytest.fixture(scope="module")
+def policy(tiny_random_policy):
+    return tiny_random_policy  # tests/conftest.py: built once per session
 
 
 @pytest.fixture(scope="module")

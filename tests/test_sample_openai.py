@@ -1,24 +1,22 @@
 """The OpenAI-compatible engine: a fake server for retries and errors, a REAL vLLM server for the rest.
 
-The real server (``python -m vllm.entrypoints.openai.api_server``, CPU build, tiny random
-policy, loopback only) starts once per test session and is killed at its end.
+The real server is ``tests/conftest.py``'s session-scoped ``vllm_server``
+(``python -m vllm.entrypoints.openai.api_server``, CPU build, the tiny random policy,
+loopback only), shared with the other suites so CI starts it once.
 """
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import polars as pl
 import pytest
 
-from _sample_helpers import ROOT, check_contract, free_port, prompts_frame, tiny_policy, write_prompts
+from _sample_helpers import ROOT, check_contract, free_port, prompts_frame, write_prompts
 from pipeline.engines_openai import EngineError, OpenAIEngine
 from pipeline.sample import SampleConfig, sample
 
@@ -95,49 +93,14 @@ def test_unreachable_server(tmp_path):
 
 
 # ---------------------------------------------------------------- real vLLM server
-@pytest.fixture(scope="session")
-def vllm_server(tmp_path_factory):
-    pytest.importorskip("vllm")
-    policy = tiny_policy(tmp_path_factory.getbasetemp())
-    port = free_port()
-    log = open(tmp_path_factory.getbasetemp() / "vllm_server.log", "wb")
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(policy), "--host", "127.0.0.1",
-         "--port", str(port), "--dtype", "float32", "--max-model-len", "256"],
-        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 400
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"vLLM server exited with {proc.returncode}; see {log.name}")
-            try:
-                if urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"vLLM server not healthy after 400 s; see {log.name}")
-            time.sleep(1)
-        yield {"url": f"http://127.0.0.1:{port}/v1", "policy": policy}
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the server and the engine process it started
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
-
-
 def cfg(**kw) -> SampleConfig:
     return SampleConfig(**{**CFG.__dict__, **kw})
 
 
 @pytest.mark.slow
 def test_real_server_contract_and_seeds(vllm_server, tmp_path):
-    engine = OpenAIEngine(vllm_server["url"])  # model: the server's first
-    assert engine.model == str(vllm_server["policy"])
+    engine = OpenAIEngine(vllm_server.base_url)  # model: the server's first
+    assert engine.model == vllm_server.model
     prompts = prompts_frame(7)
     a = pl.read_parquet(sample(prompts, engine, tmp_path / "a.parquet", CFG, "tiny"))
     check_contract(a, prompts, CFG.n, CFG.max_tokens)
@@ -148,10 +111,10 @@ def test_real_server_contract_and_seeds(vllm_server, tmp_path):
     c = pl.read_parquet(sample(prompts, engine, tmp_path / "c.parquet", cfg(seed=6), "tiny"))
     assert not a["text"].equals(c["text"])
     # one request per candidate with seed + j gives the same rows as n in one request
-    single = OpenAIEngine(vllm_server["url"], n_per_request=False)
+    single = OpenAIEngine(vllm_server.base_url, n_per_request=False)
     d = pl.read_parquet(sample(prompts, single, tmp_path / "d.parquet", CFG, "tiny"))
     assert d.select("prompt_id", "candidate_id", "seed", "text").equals(a.select("prompt_id", "candidate_id", "seed", "text"))
-    e = pl.read_parquet(sample(prompts, OpenAIEngine(vllm_server["url"], api="completions"), tmp_path / "e.parquet",
+    e = pl.read_parquet(sample(prompts, OpenAIEngine(vllm_server.base_url, api="completions"), tmp_path / "e.parquet",
                                CFG, "tiny"))
     check_contract(e, prompts, CFG.n, CFG.max_tokens)
 
@@ -160,7 +123,7 @@ def test_real_server_contract_and_seeds(vllm_server, tmp_path):
 def test_real_server_stop_and_long_prompt(vllm_server, tmp_path):
     from pipeline.schemas import SchemaError
 
-    engine = OpenAIEngine(vllm_server["url"])
+    engine = OpenAIEngine(vllm_server.base_url)
     prompts = prompts_frame(6)
     free = pl.read_parquet(sample(prompts, engine, tmp_path / "free.parquet", CFG, "tiny"))
     words = [w for t in free["text"] for w in t.split() if len(w) >= 2]
@@ -180,7 +143,7 @@ def test_real_server_stop_and_long_prompt(vllm_server, tmp_path):
 
 @pytest.mark.slow
 def test_server_lost_mid_run_keeps_finished_shards(vllm_server, tmp_path):
-    engine = OpenAIEngine(vllm_server["url"], max_retries=1, backoff_s=0.01)
+    engine = OpenAIEngine(vllm_server.base_url, max_retries=1, backoff_s=0.01)
 
     class Dies:  # the server "goes away" after two shards
         name, calls = "openai", 0
@@ -195,17 +158,17 @@ def test_server_lost_mid_run_keeps_finished_shards(vllm_server, tmp_path):
     with pytest.raises(EngineError, match="APIConnectionError"):
         sample(prompts, Dies(), out, CFG, "tiny")
     assert len(list(tmp_path.glob("r.parquet.shards/*/shard-*.parquet"))) == 2
-    engine.base_url = vllm_server["url"]
+    engine.base_url = vllm_server.base_url
     check_contract(pl.read_parquet(sample(prompts, engine, out, CFG, "tiny")), prompts, CFG.n, CFG.max_tokens)
 
 
 @pytest.mark.slow
 def test_cli_killed_mid_run_resumes_without_resampling(vllm_server, tmp_path):
     """SIGKILL a real ``prefwork sample`` mid-way; the restart reuses every finished shard untouched."""
-    prompts = prompts_frame(240)
+    prompts = prompts_frame(120)
     pfile, out = write_prompts(tmp_path / "p.jsonl", prompts), tmp_path / "c.parquet"
     cmd = [sys.executable, "-m", "flows.cli", "sample", "--engine", "openai", "--model", "", "--base-url",
-           vllm_server["url"], "--prompts", str(pfile), "--out", str(out), "--n", "4", "--max-tokens", "32",
+           vllm_server.base_url, "--prompts", str(pfile), "--out", str(out), "--n", "4", "--max-tokens", "16",
            "--shard-size", "4", "--max-concurrency", "1"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
@@ -215,14 +178,14 @@ def test_cli_killed_mid_run_resumes_without_resampling(vllm_server, tmp_path):
     proc.kill()
     proc.wait()
     shards = sorted(tmp_path.glob("c.parquet.shards/*/shard-*.parquet"))
-    assert 3 <= len(shards) < 60 and not out.exists()
+    assert 3 <= len(shards) < 30 and not out.exists()
     stamps = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in shards}
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr[-2000:]
     assert f"{len(shards) * 4} resumed" in again.stderr
     assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in shards} == stamps  # none sampled twice
     final = pl.read_parquet(out)
-    check_contract(final, prompts, 4, 32)
-    clean = pl.read_parquet(sample(prompts, OpenAIEngine(vllm_server["url"]), tmp_path / "clean.parquet",
-                                   SampleConfig(n=4, max_tokens=32, shard_size=4), ""))
+    check_contract(final, prompts, 4, 16)
+    clean = pl.read_parquet(sample(prompts, OpenAIEngine(vllm_server.base_url), tmp_path / "clean.parquet",
+                                   SampleConfig(n=4, max_tokens=16, shard_size=4), ""))
     assert final.drop("model").equals(clean.drop("model"))

@@ -6,6 +6,7 @@ prompts/s and tokens/s for the work done in this run (resumed shards do not coun
 """
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -26,7 +27,8 @@ class SampleProgress:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.bar = Progress(TextColumn("sampling"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=console)
+                            TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=console,
+                            disable=os.environ.get("PREFWORK_PROGRESS", "1") != "1")
         self.task = self.bar.add_task("sample", total=total, rate="")
         self.start = time.perf_counter()
         self.prompts = self.tokens = self.resumed_prompts = 0
