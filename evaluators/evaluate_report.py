@@ -123,7 +123,7 @@ def plot_repeats(result: EvalResult, path: str | Path) -> Figure:
     ax.set_ylim(0, 100)
     ax.set_ylabel("win rate (%)")
     ax.legend(loc="upper right", fontsize="small")
-    ax.set_title(f"Win rate per repeat vs {result.baseline} (line: mean, band: 95% CI)")
+    ax.set_title(f"Win rate per repeat vs {result.baseline}\n(line: mean of repeats; band: prompt-bootstrap 95% CI)")
     return _save(fig, path)
 
 
@@ -153,7 +153,7 @@ def write_outputs(run_dir: str | Path, result: EvalResult, *, stage: str, config
         k = max(s.n_repeats for s in result.summaries.values())
         paths["winrate_png"], paths["repeats_png"] = run_dir / "winrate.png", run_dir / "winrate_repeats.png"
         figures["winrate"] = plot_winrates(rows, paths["winrate_png"], title=(
-            f"Win rate vs {result.baseline} (mean of {k} repeats; error bar: STD)"))
+            f"Win rate vs {result.baseline}\n(mean of {k} repeats; error bar: STD over repeats)"))
         figures["repeats"] = plot_repeats(result, paths["repeats_png"])
     sections = [("Win rate", _md(OVERALL, [overall_cells(m, s) for m, s in result.summaries.items()]) +
                  f"\nJudge: {result.judge}; ties count 0.5; STD and SE in percentage points (STD over repeats, "

@@ -7,6 +7,7 @@ win-rate plot with STD error bars (``evaluators.report``, ``evaluators.plots``).
 from __future__ import annotations
 
 import argparse
+import sys
 
 NAME = "report"
 HELP = "print the win-rate history: Model | Stage | Date | Win Rate | STD | Min | Max"
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from evaluators.report import history_markdown, history_table, load_history
     from pipeline.store import atomic_write_bytes
 
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 220)  # piped: keep wide tables whole
     path = Path(args.workspace) / "history.parquet"
     if not path.exists():
         raise FileNotFoundError(f"{path}: no results history yet (run `prefwork winrate` or `prefwork loop` first)")

@@ -8,6 +8,7 @@ history and print the tables from ``evaluators.evaluate_report``.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from evaluators.evaluate import REFERENCE, EvalConfig
@@ -120,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.schemas import JUDGMENTS
     from pipeline.store import file_hash, frame_hash, write_json, write_table
 
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 220)  # piped: keep wide tables whole
     cfg = from_args(EvalConfig, args)
     judge_opts = _judge_opts(args.judge_opt)
     if cfg.judge != "rules":  # LLM judges: answers cached in the workspace, so a re-run sends no requests
