@@ -53,7 +53,7 @@ class LoopConfig:
 
     def dpo_config(self):
         """The training config of each sDPO step (train.dpo.DPOConfig)."""
-        from train.dpo import DPOConfig
+        from train.configs import DPOConfig
 
         return DPOConfig(loss=self.loss, beta=self.beta, learning_rate=self.learning_rate, epochs=self.epochs,
                          batch_size=self.batch_size, seed=self.seed, max_length=192, logging_steps=2,

@@ -27,49 +27,11 @@ from pipeline.schemas import PAIRS, validate
 from pipeline.store import write_json, write_table
 from train.dpo_monitor import LikelihoodMonitor, MetricsFile, save_final
 from train.logps import PairCollator, compute_reference_logps, concatenated_logps, encode_pairs
+from train.configs import DPOConfig  # noqa: F401 - re-exported
 from train.losses import get_loss
 
 log = logging.getLogger(__name__)
 REFERENCE_FILE = "reference_logps.parquet"
-
-
-@dataclass
-class DPOConfig:
-    """Everything that shapes a preference-training run; defaults suit a tiny Llama on CPU."""
-
-    loss: str = field(default="dpo", metadata={"help": "loss name from train.losses.LOSSES"})
-    beta: float = field(default=0.1, metadata={"help": "KL strength β (IPO: its τ)"})
-    label_smoothing: float = field(default=0.0, metadata={"help": "cDPO label smoothing ε (dpo, dpo_sft)"})
-    delta: float = field(default=1.0, metadata={"help": "SLiC margin δ"})
-    alpha: float = field(default=0.1, metadata={"help": "weight of the chosen NLL term (slic, dpo_sft)"})
-    beta_chosen: float | None = field(default=None, metadata={"help": "flex_dpo β of the chosen term (None: beta)"})
-    beta_rejected: float | None = field(default=None, metadata={"help": "flex_dpo β of the rejected term (None: beta)"})
-    learning_rate: float = field(default=5e-4, metadata={"help": "peak learning rate"})
-    epochs: float = field(default=1.0, metadata={"help": "passes over the training pairs"})
-    max_steps: int = field(default=-1, metadata={"help": "optimizer steps; overrides epochs when > 0"})
-    batch_size: int = field(default=8, metadata={"help": "pairs per device per micro-batch"})
-    grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
-    max_length: int = field(default=256, metadata={"help": "max tokens of prompt + answer (truncated beyond)"})
-    seed: int = field(default=0, metadata={"help": "seed of init order, shuffling and the eval split"})
-    optim: str = field(default="adamw_torch", metadata={"help": "transformers optimizer name"})
-    lr_scheduler_type: str = field(default="constant", metadata={"help": "transformers LR schedule"})
-    warmup_steps: float = field(default=0, metadata={"help": "warm-up steps (a float < 1: fraction of all steps)"})
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
-    logging_steps: int = field(default=5, metadata={"help": "optimizer steps per metrics.jsonl line"})
-    save_steps: int = field(default=50, metadata={"help": "optimizer steps between checkpoints"})
-    save_total_limit: int = field(default=2, metadata={"help": "checkpoints kept under out_dir"})
-    eval_fraction: float = field(default=0.1, metadata={"help": "share of pairs held out for eval reward accuracy"})
-    reference_batch_size: int = field(default=16, metadata={"help": "pairs per batch of the reference pass"})
-    monitor_ratio: float = field(default=3.0, metadata={
-        "help": "3D watch: warn when chosen log-lik falls and rejected falls this many times faster"})
-    bf16: bool = field(default=False, metadata={"help": "bf16 mixed precision (GPU)"})
-    gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for activation memory"})
-
-    def loss_options(self) -> dict:
-        """Keyword options passed to the loss function."""
-        return {"label_smoothing": self.label_smoothing, "delta": self.delta, "alpha": self.alpha,
-                "beta_chosen": self.beta_chosen, "beta_rejected": self.beta_rejected}
 
 
 class PreferenceTrainer(Trainer):

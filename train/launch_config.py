@@ -21,10 +21,9 @@ from typing import Any
 import yaml
 
 from pipeline.curriculum import METHODS
-from train.dpo import DPOConfig
+from train.configs import DPOConfig, SFTConfig
 from train.losses import LOSSES
 from train.sdpo import SCHEDULES
-from train.sft import SFTConfig
 
 KINDS = ("dpo", "sft")
 MODES = ("local", "accelerate", "command")

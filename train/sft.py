@@ -17,21 +17,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingA
 
 from pipeline.chat import render_prompt
 from pipeline.store import StageCache, content_key, file_hash, write_json
+from train.configs import SFTConfig  # noqa: F401 - re-exported
 from train.policy import PolicyConfig, build_random_policy
-
-
-@dataclass
-class SFTConfig:
-    """Supervised fine-tuning settings (defaults suit the tiny policy on 2 CPU cores)."""
-
-    learning_rate: float = field(default=3e-3, metadata={"help": "peak learning rate (AdamW, cosine decay)"})
-    epochs: float = field(default=3.0, metadata={"help": "passes over the records"})
-    batch_size: int = field(default=32, metadata={"help": "sequences per optimizer step"})
-    max_length: int = field(default=160, metadata={"help": "truncate prompt+response to this many tokens"})
-    warmup_ratio: float = field(default=0.05, metadata={"help": "share of steps with linear warm-up"})
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
-    seed: int = field(default=0, metadata={"help": "seed of data order and dropout"})
-    threads: int = field(default=2, metadata={"help": "torch CPU threads"})
 
 
 def encode_example(tokenizer, prompt: str, response: str, max_length: int) -> dict[str, list[int]]:

@@ -66,10 +66,10 @@ def _add_common(parser: argparse.ArgumentParser, kind: str) -> None:
     parser.add_argument("--cpu", dest="launch__cpu", action="store_true", default=None,
                         help="launched processes train on CPU (gloo)")
     if kind == "dpo":
-        from train.dpo import DPOConfig
+        from train.configs import DPOConfig
         add_dataclass(parser, DPOConfig)
     else:
-        from train.sft import SFTConfig
+        from train.configs import SFTConfig
         add_dataclass(parser, SFTConfig)
     _suppress_defaults(parser, start)
     parser.set_defaults(func=run, kind=kind)
