@@ -6,19 +6,24 @@ from-scratch policy). ``--stats`` also prints the corpus's per-rule pass rates w
 judge (``evaluators.rules``, needs the project's venv).
 
 Held-out design (checked by tests/test_task_data.py):
-- subjects, titles and keywords of held-out prompts occur nowhere in training prompts or in the
-  SFT corpus (the policy can still copy the subject word from the prompt, which training teaches:
-  every keyword list starts with the subject's head noun);
+- subjects, titles and keywords of held-out prompts never occur in the training prompts. The SFT
+  corpus, the tiny policy's "pretraining", covers every subject (as a real LLM knows what a
+  bookstore is), but never a held-out prompt: preference learning only ever sees training
+  prompts, and the held-out split measures how far what it taught carries to new prompts;
 - slogan lengths: train {3, 4, 6, 7}, held-out {5} (an unseen value inside the trained range);
 - poem (rows, words per row): train {2, 3, 4, 6} x {3, 4, 5, 6} minus (4, 4) and (3, 5);
   held-out (4, 4), (3, 5) (unseen pairs of seen values) and (5, 4) (5 rows: unseen value).
+  The corpus uses the training shapes only, so these stay unseen everywhere.
+- a tiny model cannot learn to copy words it never saw, so the corpus puts the subject word,
+  when a response has it, second (lowercase: the same token as in the prompt), and a required
+  word last.
 
 The corpus's responses satisfy each constraint only part of the time, with independent,
 prompt-agnostic failure modes (keyword missing, word count off by 1-2, a word used three times,
 title line missing, row count off, a row's length off, end words that do not rhyme) so that
 preference learning has room. Corpus per-rule pass rates (rule judge, ``--stats``):
-  slogan (2400): word_count 0.54, required_words 0.45 (of 732), forbidden_words 0.59 (of 511), content 0.35
-  poem (2400):   title 0.49, row_number 0.54, words_per_row 0.55, rhyme 0.43 (of 1266), content 0.36
+  slogan (2400): word_count 0.55, required_words 0.43 (of 722), forbidden_words 0.59 (of 463), content 0.54
+  poem (2400):   title 0.54, row_number 0.55, words_per_row 0.55, rhyme 0.44 (of 1303), content 0.53
 """
 from __future__ import annotations
 
@@ -238,7 +243,7 @@ def make_prompts(rng: random.Random, split: str) -> list[dict]:
 # --- SFT corpus: responses that meet each constraint only part of the time ---------------
 
 P_KEYWORD, P_REPEAT, P_EXACT, P_TITLE, P_ROWS, P_ROW_LENGTHS, P_RHYME, P_REQUIRED, P_FORBIDDEN = (
-    0.7, 0.25, 0.55, 0.65, 0.55, 0.55, 0.62, 0.5, 0.5)
+    0.7, 0.25, 0.55, 0.55, 0.55, 0.55, 0.62, 0.5, 0.5)
 #: share of keyword mentions that use the head noun, which the prompt itself contains, so a
 #: policy can learn to copy it from the prompt (the only way to be on topic for unseen subjects)
 P_HEAD_NOUN = 0.9
@@ -286,7 +291,15 @@ def slogan_response(rng: random.Random, meta: dict, related: list[str]) -> str:
     banned = set(meta["keywords"]) | set(meta["required"]) | set(meta["forbidden"])
     bag = Bag(rng, related + SLOGAN_FILLER, banned, cap=1)
     words = (special + [bag.draw() for _ in range(length)])[:length]
+    keyword = words[0] if special and special[0] in meta["keywords"] else None
     rng.shuffle(words)
+    if keyword and len(words) > 1:  # the subject word goes second, lowercase: the same token as in the prompt
+        words.remove(keyword)
+        words.insert(1, keyword)
+    for word in meta["required"]:  # a required word goes last, where a small model can learn to place it
+        if word in words[2:]:
+            words.remove(word)
+            words.append(word)
     if rng.random() < P_REPEAT:
         inject_repeat(rng, words, set())
     text = " ".join(words)
@@ -325,7 +338,7 @@ def poem_response(rng: random.Random, meta: dict, related: list[str]) -> str:
     lines = [[bag.draw(related + POEM_FILLER) for _ in range(n - 1)] + [ends[i]] for i, n in enumerate(lengths)]
     flat = [(r, c) for r, line in enumerate(lines) for c in range(len(line) - 1)]
     if flat and rng.random() < P_KEYWORD:
-        r, c = rng.choice(flat)
+        r, c = flat[min(1, len(flat) - 1)]  # second word of the first row, like the slogans
         lines[r][c] = meta["keywords"][0] if rng.random() < P_HEAD_NOUN else rng.choice(meta["keywords"])
     if rng.random() < P_REPEAT:
         words = [w for line in lines for w in line]
@@ -340,11 +353,13 @@ def poem_response(rng: random.Random, meta: dict, related: list[str]) -> str:
 
 
 def make_corpus(rng: random.Random) -> list[dict]:
-    """SFT examples from training and extra subjects only, with training templates and shapes."""
+    """SFT examples over every subject (the policy's "pretraining" knowledge), with training
+    templates and shapes only: held-out prompts stay unseen as prompts, and their slogan length
+    and poem shapes stay unseen everywhere."""
     out = []
     for make, respond, block, count in ((slogan_prompt, slogan_response, SLOGAN_SUBJECTS, CORPUS_SIZE[0]),
                                         (poem_prompt, poem_response, POEM_SUBJECTS, CORPUS_SIZE[1])):
-        subjects = parse_subjects(block["train"]) + parse_subjects(block["extra"])
+        subjects = parse_subjects(block["train"]) + parse_subjects(block["extra"]) + parse_subjects(block["heldout"])
         for _ in range(count):
             subj = rng.choice(subjects)
             rec = make(rng, subj, "train")
@@ -359,12 +374,10 @@ def tokens(text: str) -> set[str]:
 
 
 def check_disjoint(train: list[dict], heldout: list[dict], corpus: list[dict]) -> list[str]:
-    """Problems with the held-out claims (empty when they hold)."""
+    """Problems with the held-out claims (empty when they hold): no held-out keyword in a training prompt."""
     seen = set()
     for rec in train:
         seen |= tokens(rec["prompt"]) | {w.lower() for w in rec["meta"]["keywords"]}
-    for rec in corpus:
-        seen |= tokens(rec["prompt"]) | tokens(rec["response"])
     problems = []
     for rec in heldout:
         clash = {k for k in rec["meta"]["keywords"] if k.lower() in seen}

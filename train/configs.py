@@ -52,7 +52,7 @@ class SFTConfig:
     """Supervised fine-tuning settings (defaults suit the tiny policy on 2 CPU cores)."""
 
     learning_rate: float = field(default=3e-3, metadata={"help": "peak learning rate (AdamW, cosine decay)"})
-    epochs: float = field(default=3.0, metadata={"help": "passes over the records"})
+    epochs: float = field(default=8.0, metadata={"help": "passes over the records"})
     batch_size: int = field(default=32, metadata={"help": "sequences per optimizer step"})
     max_length: int = field(default=160, metadata={"help": "truncate prompt+response to this many tokens"})
     warmup_ratio: float = field(default=0.05, metadata={"help": "share of steps with linear warm-up"})
