@@ -10,10 +10,12 @@ Held-out design (checked by tests/test_task_data.py):
   corpus, the tiny policy's "pretraining", covers every subject (as a real LLM knows what a
   bookstore is), but never a held-out prompt: preference learning only ever sees training
   prompts, and the held-out split measures how far what it taught carries to new prompts;
-- slogan lengths: train {3, 4, 6, 7}, held-out {5} (an unseen value inside the trained range);
-- poem (rows, words per row): train {2, 3, 4, 6} x {3, 4, 5, 6} minus (4, 4) and (3, 5);
-  held-out (4, 4), (3, 5) (unseen pairs of seen values) and (5, 4) (5 rows: unseen value).
-  The corpus uses the training shapes only, so these stay unseen everywhere.
+- slogan lengths: train prompts {3, 4, 6, 7}, held-out {5};
+- poem (rows, words per row): train prompts {2, 3, 4, 6} x {3, 4, 5, 6} minus (4, 4) and (3, 5);
+  held-out (4, 4), (3, 5) and (5, 4) (5 rows: a value no training prompt has).
+  The SFT corpus covers every length and shape, like the subjects: measured, a tiny policy
+  that never saw a 5-word slogan cannot produce one, and nothing preference training teaches
+  on training prompts carries over to a value the policy has no notion of.
 - a tiny model cannot learn to copy words it never saw, so the corpus puts the subject word,
   when a response has it, second (lowercase: the same token as in the prompt), and a required
   word last.
@@ -35,12 +37,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 SEED = 20240607
 
-SLOGAN_LENGTHS = {"train": (3, 4, 6, 7), "heldout": (5,)}
+SLOGAN_LENGTHS = {"train": (3, 4, 6, 7), "heldout": (5,), "corpus": (3, 4, 5, 6, 7)}
 HELDOUT_POEM_SHAPES = ((4, 4), (3, 5), (5, 4))
 POEM_SHAPES = {
     "train": tuple((r, w) for r in (2, 3, 4, 6) for w in (3, 4, 5, 6) if (r, w) not in HELDOUT_POEM_SHAPES),
     "heldout": HELDOUT_POEM_SHAPES,
 }
+POEM_SHAPES["corpus"] = POEM_SHAPES["train"] + HELDOUT_POEM_SHAPES  # the policy's pretraining knows every shape
 RHYME_OPTIONS = {
     2: (None, [[1, 2]]), 3: (None, [[1, 3]]), 4: (None, [[2, 4]], [[1, 2], [3, 4]]),
     5: (None, [[2, 4]]), 6: (None, [[2, 4, 6]]),
@@ -352,17 +355,21 @@ def poem_response(rng: random.Random, meta: dict, related: list[str]) -> str:
     return "\n".join(text)
 
 
-def make_corpus(rng: random.Random) -> list[dict]:
-    """SFT examples over every subject (the policy's "pretraining" knowledge), with training
-    templates and shapes only: held-out prompts stay unseen as prompts, and their slogan length
-    and poem shapes stay unseen everywhere."""
+def make_corpus(rng: random.Random, exclude: set[str] = frozenset()) -> list[dict]:
+    """SFT examples over every subject, slogan length and poem shape (the policy's "pretraining"
+    knowledge), never a held-out prompt (``exclude``): preference data only ever comes from
+    training prompts, and held-out prompts are new to the policy."""
     out = []
     for make, respond, block, count in ((slogan_prompt, slogan_response, SLOGAN_SUBJECTS, CORPUS_SIZE[0]),
                                         (poem_prompt, poem_response, POEM_SUBJECTS, CORPUS_SIZE[1])):
         subjects = parse_subjects(block["train"]) + parse_subjects(block["extra"]) + parse_subjects(block["heldout"])
-        for _ in range(count):
+        made = 0
+        while made < count:
             subj = rng.choice(subjects)
-            rec = make(rng, subj, "train")
+            rec = make(rng, subj, "corpus")
+            if rec["prompt"] in exclude:
+                continue
+            made += 1
             out.append({"prompt": rec["prompt"], "response": respond(rng, rec["meta"], subj["words"]),
                         "task": rec["task"], "meta": rec["meta"]})
     rng.shuffle(out)
@@ -415,7 +422,7 @@ def main() -> None:
     args = parser.parse_args()
     train = make_prompts(random.Random(SEED), "train")
     heldout = make_prompts(random.Random(SEED + 1), "heldout")
-    corpus = make_corpus(random.Random(SEED + 2))
+    corpus = make_corpus(random.Random(SEED + 2), exclude={r["prompt"] for r in heldout})
     problems = check_disjoint(train, heldout, corpus)
     if problems:
         raise SystemExit("held-out data leaks into training:\n" + "\n".join(problems))

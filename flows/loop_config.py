@@ -28,6 +28,7 @@ class LoopConfig:
     min_margin: float = field(default=0.0, metadata={"help": "drop pairs whose score margin is at most this"})
     loss: str = field(default="dpo", metadata={"help": "preference loss (train.losses.LOSSES)"})
     beta: float = field(default=0.1, metadata={"help": "DPO beta"})
+    alpha: float = field(default=1.0, metadata={"help": "weight of the chosen NLL term (dpo_sft, slic)"})
     learning_rate: float = field(default=1e-3, metadata={"help": "learning rate of each sDPO step"})
     epochs: float = field(default=2.0, metadata={"help": "epochs over each chunk"})
     batch_size: int = field(default=16, metadata={"help": "pairs per optimizer step"})
@@ -55,6 +56,6 @@ class LoopConfig:
         """The training config of each sDPO step (train.dpo.DPOConfig)."""
         from train.configs import DPOConfig
 
-        return DPOConfig(loss=self.loss, beta=self.beta, learning_rate=self.learning_rate, epochs=self.epochs,
+        return DPOConfig(loss=self.loss, beta=self.beta, alpha=self.alpha, learning_rate=self.learning_rate, epochs=self.epochs,
                          batch_size=self.batch_size, seed=self.seed, max_length=192, logging_steps=2,
                          save_steps=10, eval_fraction=0.1)
