@@ -26,10 +26,12 @@ class LoopConfig:
     curriculum: str = field(default="logp_margin", metadata={"help": "difficulty: logp_margin, judge_margin, random"})
     schedule: str = field(default="sdpo", metadata={"help": "sdpo (chunk by chunk) or dpo (all pairs at once)"})
     min_margin: float = field(default=0.0, metadata={"help": "drop pairs whose score margin is at most this"})
-    loss: str = field(default="dpo", metadata={"help": "preference loss (train.losses.LOSSES)"})
+    loss: str = field(default="dpo_sft", metadata={"help": "preference loss (train.losses.LOSSES); dpo_sft = DPO "
+                                                     "+ alpha x chosen NLL, which the tiny policy needs (plain dpo "
+                                                     "degrades it: see README)"})
     beta: float = field(default=0.1, metadata={"help": "DPO beta"})
     alpha: float = field(default=1.0, metadata={"help": "weight of the chosen NLL term (dpo_sft, slic)"})
-    learning_rate: float = field(default=1e-3, metadata={"help": "learning rate of each sDPO step"})
+    learning_rate: float = field(default=2e-4, metadata={"help": "learning rate of each sDPO step"})
     epochs: float = field(default=2.0, metadata={"help": "epochs over each chunk"})
     batch_size: int = field(default=16, metadata={"help": "pairs per optimizer step"})
     launcher: str = field(default="local", metadata={"help": "where training runs: local (in-process), "
@@ -38,7 +40,8 @@ class LoopConfig:
     launch_command: str | None = field(default=None, metadata={
         "help": "command template for a GPU host or scheduler, e.g. 'sbatch --wait run.sh {config}'"})
     eval_repeats: int = field(default=8, metadata={"help": "k: repeated evaluations (fresh seeds each)"})
-    eval_temperature: float = field(default=0.7, metadata={"help": "sampling temperature of evaluation answers"})
+    eval_temperature: float = field(default=1.0, metadata={"help": "sampling temperature of evaluation answers "
+                                                                "(the policy as the loop samples it)"})
     eval_prompts_limit: int = field(default=0, metadata={"help": "use only the first N held-out prompts (0 = all)"})
     train_prompts_limit: int = field(default=0, metadata={"help": "use only the first N training prompts (0 = all)"})
     seed: int = field(default=0, metadata={"help": "base seed of sampling and training"})

@@ -20,8 +20,9 @@ from conftest import ROOT, run_cli
 
 pytestmark = pytest.mark.slow
 
-SMALL = ["--rounds", "1", "--train-prompts-limit", "200", "--eval-prompts-limit", "60", "--eval-repeats", "4",
-         "--engine", "transformers"]
+# all 340 training prompts and all 120 held-out prompts x 4 repeats: 480 answers a side resolve
+# a rule-score gain of about 0.04 at 2 standard errors
+SMALL = ["--rounds", "1", "--eval-repeats", "4", "--engine", "transformers"]
 
 
 def _metrics(run_dir: Path) -> list[dict]:
