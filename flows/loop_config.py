@@ -25,7 +25,8 @@ class LoopConfig:
     chunks: int = field(default=2, metadata={"help": "sDPO steps T per round"})
     curriculum: str = field(default="logp_margin", metadata={"help": "difficulty: logp_margin, judge_margin, random"})
     schedule: str = field(default="sdpo", metadata={"help": "sdpo (chunk by chunk) or dpo (all pairs at once)"})
-    min_margin: float = field(default=0.0, metadata={"help": "drop pairs whose score margin is at most this"})
+    min_margin: float = field(default=0.3, metadata={"help": "drop pairs whose score margin is at most this "
+                                                        "(near-ties teach noise)"})
     loss: str = field(default="dpo_sft", metadata={"help": "preference loss (train.losses.LOSSES); dpo_sft = DPO "
                                                      "+ alpha x chosen NLL, which the tiny policy needs (plain dpo "
                                                      "degrades it: see README)"})
