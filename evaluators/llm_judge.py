@@ -230,9 +230,13 @@ async def _request(spec, client, cache, key, user, seed, extra, parse) -> Verdic
     req_extra = dict(extra)
     if seed:
         req_extra["seed"] = seed
+    max_tokens = spec.max_tokens
+    choices = req_extra.get("extra_body", {}).get("structured_outputs", {}).get("choice")
+    if choices:  # a constrained choice cut off by max_tokens is garbage ('ti' for 'tie'); a token spells >= 1 byte
+        max_tokens = max(max_tokens, max(len(str(c).encode()) for c in choices) + 1)
     try:
         reply = await client.chat(spec.name, messages_for(spec, user), model=spec.model, temperature=spec.temperature,
-                                  max_tokens=spec.max_tokens, extra=req_extra, price_in=spec.price_in,
+                                  max_tokens=max_tokens, extra=req_extra, price_in=spec.price_in,
                                   price_out=spec.price_out)
     except BudgetExceeded:
         return Verdict(error=NOT_JUDGED_BUDGET)

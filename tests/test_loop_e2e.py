@@ -38,7 +38,7 @@ def _run_dir(workspace: Path, name: str) -> Path:
 def _env(tmp: Path) -> dict:
     home = tmp / "prefect"
     home.mkdir(exist_ok=True)
-    return {"PREFECT_HOME": str(home), "PREFWORK_PROGRESS": "0"}
+    return {"PREFECT_HOME": str(home), "PREFWORK_PROGRESS": "0", "COLUMNS": "200"}  # one-line table headers
 
 
 def test_one_round_beats_the_sft_policy(tmp_path, sft_policy):

@@ -154,3 +154,14 @@ def test_shipped_prompt_sets_load():
     assert validate(pl.DataFrame({c: ["x"] for c in PAIRS.required if PAIRS.required[c] == pl.String}
                                  | {"chosen_id": [0], "rejected_id": [1], "chosen_score": [1.0],
                                     "rejected_score": [0.0], "margin": [1.0]}), PAIRS).height == 1
+
+
+def test_redact_hides_secrets_but_keeps_token_counts():
+    from pipeline.run import redact
+
+    cfg = {"api_key": "sk-1", "openai_api_key": "sk-2", "hf_token": "hf-3", "token": "t", "db_password": "p",
+           "max_tokens": 48, "num_tokens": 3, "api_key_env": "OPENAI_API_KEY", "launcher": {"secret": "s"}}
+    out = redact(cfg)
+    assert [out[k] for k in ("api_key", "openai_api_key", "hf_token", "token", "db_password")] == ["***"] * 5
+    assert out["launcher"]["secret"] == "***"
+    assert (out["max_tokens"], out["num_tokens"], out["api_key_env"]) == (48, 3, "OPENAI_API_KEY")
