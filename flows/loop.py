@@ -43,14 +43,19 @@ def _engine_factory(name: str):
 
 
 def resolve_engine(name: str) -> str:
+    """``auto``: vLLM on a GPU when it is installed, else transformers.
+
+    On CPU the tiny default policy samples in seconds with transformers, while every vLLM
+    engine start costs 40-60 s (one per policy per stage), so vLLM is opt-in there.
+    """
     if name != "auto":
         return name
+    import torch
     try:
-        from pipeline.engines_factory import make_engine  # noqa: F401
         import vllm  # noqa: F401
-        return "vllm"
     except ImportError:
         return "transformers"
+    return "vllm" if torch.cuda.is_available() else "transformers"
 
 
 @dataclass

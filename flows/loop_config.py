@@ -18,7 +18,7 @@ class LoopConfig:
     eval_prompts: str = field(default=str(DATA / "prompts" / "heldout.jsonl"), metadata={"help": "held-out prompts"})
     corpus: str = field(default=str(DATA / "corpus" / "sft.jsonl"), metadata={"help": "SFT corpus of the default policy"})
     policy: str | None = field(default=None, metadata={"help": "starting policy dir (default: build the tiny policy)"})
-    engine: str = field(default="auto", metadata={"help": "sampling engine: auto (vllm if installed), vllm, transformers"})
+    engine: str = field(default="auto", metadata={"help": "sampling engine: auto (vllm on a GPU, else transformers), vllm, transformers"})
     n: int = field(default=8, metadata={"help": "candidates per prompt"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature of training candidates"})
     max_tokens: int = field(default=48, metadata={"help": "new tokens per answer"})
