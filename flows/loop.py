@@ -141,6 +141,7 @@ def evaluate_task(ctx: Context, round_: int, model_cands: str, baseline_cands: s
     summary.pop("per_repeat", None)
     m_scores, _ = stages.judge_stage(ctx.cache, Path(model_cands))
     summary["rule_pass_rate"] = float(read_table(m_scores, SCORES)["score"].mean())
+    summary["eval_scores"] = str(m_scores)
     summary["judgments"] = str(path)
     return summary
 

@@ -54,6 +54,22 @@ def _samples_md(row: dict, prompts: int = 3) -> str:
     return "\n".join(out)
 
 
+def _rule_rates_md(rows: list[dict]) -> str:
+    """Per-rule pass rates of each round's held-out answers (the paper's table, per task)."""
+    from evaluators.rules import rule_pass_rates
+
+    lines = ["| Round | Task | " + " | ".join(["Rule", "Pass rate", "n"]) + " |", "|---|---|---|---|---|"]
+    for row in rows:
+        cands = read_table(row["artifacts"]["eval_candidates"], CANDIDATES)
+        scores = read_table(row["eval_scores"], SCORES).join(cands.select("prompt_id", "candidate_id", "task"),
+                                                              on=["prompt_id", "candidate_id"])
+        for task in sorted(scores["task"].drop_nulls().unique()):
+            rates = rule_pass_rates(scores.filter(pl.col("task") == task).drop("task"))
+            lines += [f"| {row['round']} | {task} | {r['rule']} | {r['rate']:.0%} | {r['total']} |"
+                      for r in rates.iter_rows(named=True)]
+    return "\n".join(lines)
+
+
 def _training_curves(rows: list[dict]) -> dict[str, pl.DataFrame]:
     curves = {}
     for row in rows:
@@ -90,6 +106,8 @@ def write_outputs(run_dir: Path, rows: list[dict], config: dict, workspace: Path
         plot_training_curves(curves, run_dir / "reward_margins.png")
         sections.append(("Training", "Reward margin (chosen - rejected) per sDPO step.\n\n"
                          "![reward margins](reward_margins.png)"))
+    sections.append(("Rule pass rates on held-out prompts", "Share of held-out answers passing each rule "
+                     "(round 0 = the SFT policy).\n\n" + _rule_rates_md(rows)))
     for row in rows[1:]:
         sections.append((f"Round {row['round']}: sample answers (best and worst of a few prompts)", _samples_md(row)))
     sections.append(("Config", "```json\n" + json.dumps(config, indent=2) + "\n```"))
