@@ -32,14 +32,10 @@ EVAL_SEED_MODEL, EVAL_SEED_BASELINE = 1_000, 2_000
 
 
 def _engine_factory(name: str):
-    from pipeline.engines import TransformersEngine
+    """A ``model_dir -> engine`` factory for the resolved engine name (``pipeline.engines_factory``)."""
+    from pipeline.engines_factory import make_engine
 
-    def make(model_dir: Path):
-        if name == "vllm":
-            from pipeline.engines_factory import make_engine
-            return make_engine("vllm", model_dir)
-        return TransformersEngine(model_dir, threads=2)
-    return make
+    return lambda model_dir: make_engine(name, model_dir, threads=2)  # threads: transformers only
 
 
 def resolve_engine(name: str) -> str:

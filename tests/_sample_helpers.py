@@ -47,3 +47,16 @@ def check_contract(df: pl.DataFrame, prompts: pl.DataFrame, n: int, max_tokens: 
     assert set(df["finish_reason"]) <= {"stop", "length"}
     assert df["num_tokens"].min() >= 0 and df["num_tokens"].max() <= max_tokens
     assert (df.filter(pl.col("finish_reason") == "length")["num_tokens"] == max_tokens).all()
+
+
+class Counting:
+    """Wraps an engine: counts generate calls per shard seed, optionally dies after ``die_after`` calls."""
+
+    def __init__(self, inner, die_after: int | None = None):
+        self.inner, self.name, self.die_after, self.calls = inner, inner.name, die_after, []
+
+    def generate(self, prompts, cfg, shard_seed):
+        if self.die_after is not None and len(self.calls) >= self.die_after:
+            raise KeyboardInterrupt("killed")
+        self.calls.append(shard_seed)
+        return self.inner.generate(prompts, cfg, shard_seed)

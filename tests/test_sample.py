@@ -7,7 +7,7 @@ import sys
 import polars as pl
 import pytest
 
-from _sample_helpers import ROOT, check_contract, prompts_frame, write_prompts
+from _sample_helpers import Counting, ROOT, check_contract, prompts_frame, write_prompts
 from pipeline.engines_factory import make_engine, resolve_engine
 from pipeline.sample import SampleConfig, sample
 from pipeline.schemas import SchemaError
@@ -21,19 +21,6 @@ def policy(tiny_random_policy):
 @pytest.fixture(scope="module")
 def engine(policy):
     return make_engine("transformers", policy, threads=1)
-
-
-class Counting:
-    """Wraps an engine: counts generate calls per shard seed, optionally dies after ``die_after`` calls."""
-
-    def __init__(self, inner, die_after: int | None = None):
-        self.inner, self.name, self.die_after, self.calls = inner, inner.name, die_after, []
-
-    def generate(self, prompts, cfg, shard_seed):
-        if self.die_after is not None and len(self.calls) >= self.die_after:
-            raise KeyboardInterrupt("killed")
-        self.calls.append(shard_seed)
-        return self.inner.generate(prompts, cfg, shard_seed)
 
 
 CFG = SampleConfig(n=3, max_tokens=12, shard_size=2, seed=7)

@@ -11,7 +11,7 @@ import os
 import polars as pl
 import pytest
 
-from _sample_helpers import check_contract, prompts_frame
+from _sample_helpers import Counting, check_contract, prompts_frame
 from pipeline.sample import SampleConfig, sample
 
 pytest.importorskip("vllm")
@@ -28,17 +28,6 @@ def vllm_engine(tiny_random_policy):
     engine = make_engine("vllm", tiny_random_policy, dtype="float32", max_model_len=256)
     yield engine
     engine.llm.llm_engine.engine_core.shutdown()  # stop the worker processes now, not at exit
-
-
-class Counting:
-    def __init__(self, inner, die_after=None):
-        self.inner, self.name, self.die_after, self.calls = inner, inner.name, die_after, []
-
-    def generate(self, prompts, cfg, shard_seed):
-        if self.die_after is not None and len(self.calls) >= self.die_after:
-            raise KeyboardInterrupt("killed")
-        self.calls.append(shard_seed)
-        return self.inner.generate(prompts, cfg, shard_seed)
 
 
 def test_n_distinct_candidates_and_contract(vllm_engine, tmp_path):
