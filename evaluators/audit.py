@@ -184,16 +184,12 @@ async def audit_gold_async(session: JudgeSession, name: str, gold: pl.DataFrame)
 
 def run_audit(session: JudgeSession, name: str, *, pairs: pl.DataFrame | None = None,
               gold: pl.DataFrame | None = None, repeats: int = 1) -> dict[str, Any]:
-    """Both audits that have data, in one event loop: {"pairs": (metrics, table), "gold": (metrics, table)}."""
+    """Both audits that have data, on the session's loop: {"pairs": (metrics, table), "gold": (metrics, table)}."""
     async def go():
         out = {}
-        try:
-            if pairs is not None:
-                out["pairs"] = await audit_pairs_async(session, name, pairs, repeats)
-            if gold is not None:
-                out["gold"] = await audit_gold_async(session, name, gold)
-        finally:
-            if session.client is not None:
-                await session.client.close()
+        if pairs is not None:
+            out["pairs"] = await audit_pairs_async(session, name, pairs, repeats)
+        if gold is not None:
+            out["gold"] = await audit_gold_async(session, name, gold)
         return out
-    return asyncio.run(go())
+    return session.run(go())

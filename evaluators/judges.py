@@ -104,6 +104,7 @@ class JudgeSession:
         self._http_client = http_client
         self.client: JudgeClient | None = None
         self.stopped_by_budget = False
+        self._runner: asyncio.Runner | None = None
 
     # -- setup ----------------------------------------------------------------------------
     def spec(self, name: str) -> JudgeSpec:
@@ -216,17 +217,26 @@ class JudgeSession:
 
     # -- sync wrappers, accounting, lifetime ------------------------------------------------
     def score(self, name: str, candidates: pl.DataFrame, **kw) -> pl.DataFrame:
-        return asyncio.run(self._run(self.ascore(name, candidates, **kw)))
+        return self.run(self.ascore(name, candidates, **kw))
 
     def pairwise(self, name: str, model_cands: pl.DataFrame, baseline_cands: pl.DataFrame, **kw) -> pl.DataFrame:
-        return asyncio.run(self._run(self.apairwise(name, model_cands, baseline_cands, **kw)))
+        return self.run(self.apairwise(name, model_cands, baseline_cands, **kw))
 
-    async def _run(self, coro):
-        try:
-            return await coro
-        finally:
-            if self.client is not None:
-                await self.client.close()  # the http client belongs to this event loop
+    def run(self, coro):
+        """Run one of this session's coroutines from sync code.
+
+        The session keeps one event loop (``asyncio.Runner``) open until ``close``: the HTTP
+        client, its connection pool and the rate limiters belong to a loop, so sync calls that
+        each made a loop of their own would rebuild them every call.
+        """
+        if self._runner is None:
+            self._runner = asyncio.Runner()
+        return self._runner.run(coro)
+
+    async def aclose(self) -> None:
+        """Close the HTTP client from async code (the loop it was used in)."""
+        if self.client is not None:
+            await self.client.close()
 
     def usage(self) -> dict[str, Any]:
         per = {k: v.as_dict() for k, v in (self.client.usage.items() if self.client else [])}
@@ -239,7 +249,15 @@ class JudgeSession:
         return write_json(Path(run_dir) / "usage.json", self.usage())
 
     def close(self) -> None:
-        self.cache.close()
+        """Close the HTTP client (when sync calls opened it), the session's loop and the cache."""
+        try:
+            if self._runner is not None:
+                self._runner.run(self.aclose())
+        finally:
+            if self._runner is not None:
+                self._runner.close()
+                self._runner = None
+            self.cache.close()
 
     def __enter__(self):
         return self

@@ -83,26 +83,16 @@ class LLMPairwiseJudge:
         self.name = name
         self.session = JudgeSession(client, cache=session.pop("cache"), **session)
         self.base_seed = self.session.spec(name).seed
-        self._loop = None
 
     def judge(self, model: pl.DataFrame, baseline: pl.DataFrame, *, judge_repeat: int = 0) -> pl.DataFrame:
-        import asyncio
-
-        self._loop = self._loop or asyncio.new_event_loop()
         self.session.overrides["seed"] = self.base_seed + self.REJUDGE_SEED_STRIDE * judge_repeat
-        return self._loop.run_until_complete(self.session.apairwise(self.name, model, baseline))
+        return self.session.pairwise(self.name, model, baseline)
 
     def usage(self) -> dict:
         return self.session.usage()
 
     def close(self) -> None:
-        try:
-            if self._loop is not None and self.session.client is not None:
-                self._loop.run_until_complete(self.session.client.close())
-        finally:
-            if self._loop is not None:
-                self._loop.close()
-            self.session.close()
+        self.session.close()
 
 
 PAIRWISE_JUDGES: dict[str, Callable[..., PairwiseJudge]] = {"rules": RulesPairwiseJudge}

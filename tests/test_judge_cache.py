@@ -100,3 +100,14 @@ def test_cancelled_run_resumes_from_what_it_finished(tmp_path):
         return out
     out = asyncio.run(resumed())
     assert out["error"].null_count() == 40 and len(server.bodies) - sent_before == 40 - done
+
+
+def test_sync_calls_share_one_loop_and_http_client(tmp_path):
+    """Sync calls reuse the session's loop, client and connection pool; ``close`` releases them."""
+    server = FakeServer(lambda body, n: completion("4"))
+    with JudgeSession(ClientOptions(base_url="http://fake.test/v1"), model="fake", http_client=server.client()) as s:
+        assert s.score("math_1to5", cands(3))["score"].to_list() == [4.0] * 3
+        first = s.client._client
+        second = s.score("general_1to5", cands(2))  # a closed client would fail here
+        assert s.client._client is first and second["error"].null_count() == 2
+    assert len(server.bodies) == 5 and s.client._client is None
