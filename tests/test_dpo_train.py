@@ -194,3 +194,10 @@ def test_reference_cache_is_not_reused_for_other_pairs(policy_dir, tmp_path):
     train_dpo(policy_dir, other, run, tiny_cfg(max_steps=2))
     want_c, _ = fresh_reference(policy_dir, other)
     assert torch.allclose(stored_reference(run)[0], want_c, atol=1e-4)
+
+
+def test_ddp_skips_the_unused_parameter_search(tmp_path):
+    """Every weight of a causal LM gets a gradient: DDP's per-step graph walk is pure overhead."""
+    from train.dpo import _training_args
+
+    assert _training_args(tmp_path, DPOConfig()).ddp_find_unused_parameters is False

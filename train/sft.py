@@ -62,7 +62,7 @@ def train_sft(model_dir: str | Path, records: list[dict], out_dir: str | Path, c
         num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate, lr_scheduler_type="cosine",
         warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay, seed=cfg.seed, data_seed=cfg.seed,
         logging_steps=50, save_strategy="no", report_to=[], use_cpu=not torch.cuda.is_available(),
-        dataloader_num_workers=0,
+        dataloader_num_workers=0, ddp_find_unused_parameters=False,
         disable_tqdm=not os.environ.get("PREFWORK_PROGRESS", "1") == "1",
     )
     trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=PadCollator(tokenizer.pad_token_id))
