@@ -6,8 +6,10 @@ Why: vLLM's continuous batching samples N candidates per prompt many times faste
 - Prompts are rendered with the model's own chat template (``pipeline.chat.render_prompt``)
   and tokenised here, so vLLM sees exactly the prefix the transformers engine and the
   trainer see, and a prompt too long for the context window is found before generating.
-- One ``LLM.generate`` call per shard, one ``SamplingParams(n=N, seed=...)`` per prompt.
-  Prompt ``i`` of a shard gets ``derive_seed(shard_seed, i)``; vLLM gives candidate ``j``
+- Shards are streamed through one engine (``generate_shards``): the next shard's requests are
+  queued while the current shard's last sequences finish, so the batch never drains at a shard
+  boundary, and each shard is handed back (and written) as soon as its last request ends.
+  One ``SamplingParams(n=N, seed=...)`` per prompt: prompt ``i`` of a shard gets ``derive_seed(shard_seed, i)``; vLLM gives candidate ``j``
   the seed ``seed + j`` (its parallel-sampling rule), which is what each row records, so
   ``SamplingParams(n=1, seed=row.seed)`` reproduces that row.
 - The engine starts worker processes: a script that builds it needs an
@@ -15,7 +17,9 @@ Why: vLLM's continuous batching samples N candidates per prompt many times faste
 """
 from __future__ import annotations
 
+import itertools
 import os
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -89,16 +93,66 @@ class VLLMEngine:
         return tok_prompts, params, keep, skipped
 
     def generate(self, prompts: list[str], cfg: SampleConfig, shard_seed: int) -> list[list[Completion]]:
-        tok_prompts, params, keep, skipped = self.requests(prompts, cfg, shard_seed)
-        outs: list[list[Completion]] = [Skipped(reason=skipped.get(i, "")) for i in range(len(prompts))]
-        if not tok_prompts:
-            return outs
-        results = self.llm.generate(tok_prompts, params, use_tqdm=False)
-        for i, sp, res in zip(keep, params, results):
-            comps = []
-            for c in sorted(res.outputs, key=lambda c: c.index):
-                text, cut = apply_stop(c.text, cfg.stop)
-                reason = "stop" if cut else (c.finish_reason or "length")
-                comps.append(Completion(text.strip(), reason, len(c.token_ids), sp.seed + c.index))
-            outs[i] = comps
-        return outs
+        return next(iter(self.generate_shards([(prompts, shard_seed)], cfg)))
+
+    def generate_shards(self, shards, cfg: SampleConfig, lookahead: int = 1):
+        """Yield each shard's completions, in order, from ``(prompts, shard_seed)`` items.
+
+        Up to ``1 + lookahead`` shards are queued in the engine at once, so vLLM's scheduler
+        always has work while a shard's stragglers finish. Leaving the generator early (an
+        error, a kill) aborts whatever it had queued.
+        """
+        engine, queue, items = self.llm.llm_engine, deque(), iter(shards)
+        owner: dict[str, tuple[dict, int, Any]] = {}  # request id -> (shard job, prompt index, params)
+        try:
+            for _ in range(1 + lookahead):
+                self._enqueue(next(items, None), cfg, queue, owner)
+            while queue:
+                if "error" in queue[0]:  # raised in turn: the shards before it are handed back first
+                    raise queue[0]["error"]
+                if queue[0]["left"] == 0:
+                    done = queue.popleft()
+                    self._enqueue(next(items, None), cfg, queue, owner)
+                    yield done["outs"]
+                    continue
+                if not engine.has_unfinished_requests():
+                    raise RuntimeError(f"vLLM finished every request but {queue[0]['left']} of this shard's")
+                for res in engine.step():
+                    if res.finished and res.request_id in owner:
+                        job, i, sp = owner.pop(res.request_id)
+                        job["outs"][i] = self._completions(res, sp, cfg)
+                        job["left"] -= 1
+        finally:
+            if owner:
+                engine.abort_request(list(owner))
+
+    _ids = itertools.count()
+
+    def _enqueue(self, item, cfg: SampleConfig, queue: deque, owner: dict) -> None:
+        """Queue one shard's requests (ids of our own, so outputs map back to their shard)."""
+        from vllm.sampling_params import RequestOutputKind
+
+        if item is None:
+            return
+        prompts, shard_seed = item
+        try:
+            tok_prompts, params, keep, skipped = self.requests(prompts, cfg, shard_seed)
+        except Exception as exc:  # e.g. a prompt too long for the context
+            queue.append({"error": exc})
+            return
+        job = {"outs": [Skipped(reason=skipped.get(i, "")) for i in range(len(prompts))], "left": len(keep)}
+        queue.append(job)
+        for tp, sp, i in zip(tok_prompts, params, keep):
+            sp.output_kind = RequestOutputKind.FINAL_ONLY  # one output per request, when it ends
+            rid = f"prefwork-{next(self._ids)}"
+            owner[rid] = (job, i, sp)
+            self.llm.llm_engine.add_request(rid, tp, sp)
+
+    @staticmethod
+    def _completions(res, sp, cfg: SampleConfig) -> list[Completion]:
+        comps = []
+        for c in sorted(res.outputs, key=lambda c: c.index):
+            text, cut = apply_stop(c.text, cfg.stop)
+            reason = "stop" if cut else (c.finish_reason or "length")
+            comps.append(Completion(text.strip(), reason, len(c.token_ids), sp.seed + c.index))
+        return comps

@@ -104,25 +104,20 @@ def sample(prompts: pl.DataFrame, engine: Engine, out_path: str | Path, cfg: Sam
     key = content_key("sample", {"prompts": frame_hash(prompts), "model": model_name}, asdict(cfg))
     shard_dir = out_path.parent / f"{out_path.name}.shards" / key
     shard_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for idx, start in enumerate(range(0, prompts.height, cfg.shard_size)):
-        shard = prompts.slice(start, cfg.shard_size)
-        path = shard_dir / f"shard-{idx:05d}.parquet"
-        fresh = not path.exists()
-        if fresh:
-            outs = engine.generate(shard["prompt"].to_list(), cfg, derive_seed(cfg.seed, idx))
-            skips = [{"prompt_id": pid, "reason": getattr(c, "reason", "") or "engine returned no candidates"}
-                     for pid, c in zip(shard["prompt_id"], outs) if not c]
-            skip_path = path.with_suffix(".skipped.json")
-            if skips:  # written before the shard, so a finished shard always has its record
-                write_json(skip_path, skips)
-            else:
-                skip_path.unlink(missing_ok=True)
-            write_table(_shard_rows(shard, outs, model_name), path, CANDIDATES)
-        paths.append(path)
-        if progress is not None:
-            report = progress if fresh else getattr(progress, "resumed", progress)
-            report(shard.height, _shard_tokens(path))
+    shards = [prompts.slice(start, cfg.shard_size) for start in range(0, prompts.height, cfg.shard_size)]
+    paths = [shard_dir / f"shard-{idx:05d}.parquet" for idx in range(len(shards))]
+    fresh = {idx for idx, path in enumerate(paths) if not path.exists()}
+    results = _generate(engine, ((shards[i]["prompt"].to_list(), derive_seed(cfg.seed, i)) for i in sorted(fresh)), cfg)
+    try:
+        for idx, (shard, path) in enumerate(zip(shards, paths)):
+            is_fresh = idx in fresh
+            if is_fresh:
+                _write_shard(shard, next(results), path, model_name)
+            if progress is not None:
+                report = progress if is_fresh else getattr(progress, "resumed", progress)
+                report(shard.height, _shard_tokens(path))
+    finally:
+        results.close()  # an engine that streams shards aborts what it still had queued
     _write_skipped(paths, out_path.with_suffix(".skipped.json"))
     if not paths:
         return write_table(pl.DataFrame(schema=CANDIDATES.required), out_path, CANDIDATES)
@@ -133,6 +128,31 @@ def sample(prompts: pl.DataFrame, engine: Engine, out_path: str | Path, cfg: Sam
     finally:
         tmp.unlink(missing_ok=True)
     return out_path
+
+
+def _generate(engine: Engine, jobs, cfg: SampleConfig):
+    """Completions of each ``(prompts, shard_seed)`` job, in order.
+
+    An engine with ``generate_shards`` (vLLM) gets every job at once so it can keep its batch
+    full across shard boundaries; any other engine is called shard by shard.
+    """
+    if hasattr(engine, "generate_shards"):
+        yield from engine.generate_shards(jobs, cfg)
+    else:
+        for prompts, seed in jobs:
+            yield engine.generate(prompts, cfg, seed)
+
+
+def _write_shard(shard: pl.DataFrame, outs: list[list[Completion]], path: Path, model_name: str) -> None:
+    """Write one finished shard atomically, its skip record (if any) first."""
+    skips = [{"prompt_id": pid, "reason": getattr(c, "reason", "") or "engine returned no candidates"}
+             for pid, c in zip(shard["prompt_id"], outs) if not c]
+    skip_path = path.with_suffix(".skipped.json")
+    if skips:  # written before the shard, so a finished shard always has its record
+        write_json(skip_path, skips)
+    else:
+        skip_path.unlink(missing_ok=True)
+    write_table(_shard_rows(shard, outs, model_name), path, CANDIDATES)
 
 
 def _write_skipped(paths: list[Path], dest: Path) -> None:

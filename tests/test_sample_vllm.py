@@ -92,6 +92,29 @@ def test_resume_after_kill_no_shard_twice(vllm_engine, tmp_path):
     assert pl.read_parquet(out).equals(clean)
 
 
+def test_streamed_shards_match_per_shard_calls_and_a_kill_aborts_the_queue(vllm_engine, tmp_path):
+    """The sampler streams shards through one engine (the next shard queued while one finishes):
+    the rows equal shard-by-shard ``generate`` calls, a kill leaves no request queued in vLLM,
+    and the resumed run samples only the shards not yet written."""
+    prompts, out = prompts_frame(10), tmp_path / "s.parquet"
+    seen = []
+
+    def die_after_two(n_prompts, n_tokens):
+        seen.append(n_prompts)
+        if len(seen) == 2:
+            raise KeyboardInterrupt("killed")
+
+    with pytest.raises(KeyboardInterrupt):
+        sample(prompts, vllm_engine, out, CFG, "tiny", progress=die_after_two)
+    assert not vllm_engine.llm.llm_engine.has_unfinished_requests()  # shard 3's queued requests were aborted
+    assert len(list(tmp_path.glob("s.parquet.shards/*/shard-*.parquet"))) == 2
+    calls = []
+    resumed = sample(prompts, vllm_engine, out, CFG, "tiny", progress=lambda n, t: calls.append(n))
+    assert calls == [3, 3, 3, 1]
+    per_shard = sample(prompts, Counting(vllm_engine), tmp_path / "one-by-one.parquet", CFG, "tiny")
+    assert pl.read_parquet(resumed).equals(pl.read_parquet(per_shard))
+
+
 def test_long_prompt_skipped_with_reason(vllm_engine, tmp_path):
     from pipeline.schemas import SchemaError
 
