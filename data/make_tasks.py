@@ -419,7 +419,22 @@ def print_stats(corpus: list[dict]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stats", action="store_true", help="print the corpus's per-rule pass rates")
+    parser.add_argument("--train-counts", nargs=2, type=int, metavar=("SLOGANS", "POEMS"),
+                        help="write only a training split of this size to --train-out (for data-size "
+                             "experiments; the shipped files are left alone)")
+    parser.add_argument("--train-out", type=Path, help="where --train-counts writes its training prompts")
     args = parser.parse_args()
+    if args.train_counts:
+        if not args.train_out:
+            parser.error("--train-counts needs --train-out")
+        COUNTS["train"] = tuple(args.train_counts)
+        train = make_prompts(random.Random(SEED), "train")
+        problems = check_disjoint(train, make_prompts(random.Random(SEED + 1), "heldout"), [])
+        if problems:
+            raise SystemExit("held-out data leaks into training:\n" + "\n".join(problems))
+        write_jsonl(args.train_out, train)
+        print(f"train {len(train)} -> {args.train_out}")
+        return
     train = make_prompts(random.Random(SEED), "train")
     heldout = make_prompts(random.Random(SEED + 1), "heldout")
     corpus = make_corpus(random.Random(SEED + 2), exclude={r["prompt"] for r in heldout})
