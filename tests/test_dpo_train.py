@@ -201,3 +201,22 @@ def test_ddp_skips_the_unused_parameter_search(tmp_path):
     from train.dpo import _training_args
 
     assert _training_args(tmp_path, DPOConfig()).ddp_find_unused_parameters is False
+
+
+def test_logits_only_over_the_answer_window_match_full_logits(policy_dir):
+    """Scoring only the trailing positions that hold answer tokens gives the full-logits sums."""
+    from train.logps import answer_window, sequence_logps
+
+    tokenizer = AutoTokenizer.from_pretrained(policy_dir)
+    model = AutoModelForCausalLM.from_pretrained(policy_dir, dtype=torch.float32).eval()
+    rows = [{"prompt": f"Tell me about {t}, briefly please." * (1 + i % 3), "chosen": f"{t} is fine.",
+             "rejected": "no"} for i, t in enumerate(TOPICS[:6])]
+    batch = PairCollator(tokenizer.pad_token_id)(encode_pairs(tokenizer, rows, 96))
+    keep = answer_window(batch["labels"])
+    assert keep < batch["labels"].shape[1]  # the shortest prompt is skipped
+    with torch.no_grad():
+        full = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        want, _ = sequence_logps(full, batch["labels"])
+        got = concatenated_logps(model, batch)
+    torch.testing.assert_close(torch.cat([got["policy_chosen_logps"], got["policy_rejected_logps"]]), want,
+                               rtol=1e-5, atol=1e-4)

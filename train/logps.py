@@ -91,6 +91,28 @@ def sequence_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
     return token_logps.sum(-1), mask.sum(-1)
 
 
+def answer_window(labels: torch.Tensor) -> int:
+    """How many trailing positions' logits score every answer token of ``labels`` (N, T).
+
+    The logit at position t predicts token t+1, so the window starts one before the earliest
+    answer token of any row. The LM head and the log-softmax over the vocabulary then skip
+    the prompt positions every row shares (with 2B rows, most of a prompt's length).
+    """
+    scored = labels != IGNORE
+    if not scored.any():
+        return labels.shape[1]
+    first = int(scored.float().argmax(-1)[scored.any(-1)].min())
+    return min(labels.shape[1], labels.shape[1] - first + 1)
+
+
+def _takes_logits_to_keep(model) -> bool:
+    """Whether the (possibly wrapped) model's forward accepts ``logits_to_keep`` (transformers' causal LMs do)."""
+    import inspect
+
+    inner = getattr(model, "module", model)  # DDP wraps the model; its forward takes **kwargs
+    return "logits_to_keep" in inspect.signature(inner.forward).parameters
+
+
 def concatenated_logps(model, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """One forward over the 2B rows of a collated batch; split back into chosen and rejected.
 
@@ -98,8 +120,10 @@ def concatenated_logps(model, batch: dict[str, torch.Tensor]) -> dict[str, torch
     grad when the model is in a grad context), ``chosen_counts`` / ``rejected_counts``
     (answer tokens), and ``chosen_nll`` (the chosen answer's mean per-token NLL).
     """
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    sums, counts = sequence_logps(logits, batch["labels"])
+    labels, keep = batch["labels"], answer_window(batch["labels"])
+    extra = {"logits_to_keep": keep} if keep < labels.shape[1] and _takes_logits_to_keep(model) else {}
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **extra).logits
+    sums, counts = sequence_logps(logits, labels[:, labels.shape[1] - logits.shape[1]:])
     chosen, rejected = sums.chunk(2)
     chosen_counts, rejected_counts = counts.chunk(2)
     return {
