@@ -1,6 +1,6 @@
 """vLLM's offline ``LLM`` engine behind ``pipeline.sample.Engine``.
 
-Why: vLLM's continuous batching samples N candidates per prompt many times faster than
+Why: on a GPU, vLLM's continuous batching samples N candidates per prompt many times faster than
 ``transformers.generate``; this wrapper adds only what the candidates contract needs.
 
 - Prompts are rendered with the model's own chat template (``pipeline.chat.render_prompt``)
@@ -9,8 +9,9 @@ Why: vLLM's continuous batching samples N candidates per prompt many times faste
 - Shards are streamed through one engine (``generate_shards``): the next shard's requests are
   queued while the current shard's last sequences finish, so the batch never drains at a shard
   boundary, and each shard is handed back (and written) as soon as its last request ends.
-  One ``SamplingParams(n=N, seed=...)`` per prompt: prompt ``i`` of a shard gets ``derive_seed(shard_seed, i)``; vLLM gives candidate ``j``
-  the seed ``seed + j`` (its parallel-sampling rule), which is what each row records, so
+  One ``SamplingParams(n=N, seed=...)`` per prompt: prompt ``i`` of a shard gets
+  ``derive_seed(shard_seed, i)``; vLLM gives candidate ``j`` the seed ``seed + j`` (its
+  parallel-sampling rule), which is what each row records, so
   ``SamplingParams(n=1, seed=row.seed)`` reproduces that row.
 - The engine starts worker processes: a script that builds it needs an
   ``if __name__ == "__main__":`` guard (DESIGN.md, environment facts).
