@@ -9,6 +9,8 @@ without gradients, and stored next to the pairs: no reference model is held whil
 """
 from __future__ import annotations
 
+import functools
+import inspect
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -107,10 +109,13 @@ def answer_window(labels: torch.Tensor) -> int:
 
 def _takes_logits_to_keep(model) -> bool:
     """Whether the (possibly wrapped) model's forward accepts ``logits_to_keep`` (transformers' causal LMs do)."""
-    import inspect
+    return _forward_takes_logits_to_keep(type(getattr(model, "module", model)))  # DDP's forward takes **kwargs
 
-    inner = getattr(model, "module", model)  # DDP wraps the model; its forward takes **kwargs
-    return "logits_to_keep" in inspect.signature(inner.forward).parameters
+
+@functools.lru_cache(maxsize=None)
+def _forward_takes_logits_to_keep(cls: type) -> bool:
+    """Per model class, once: the signature is read outside the training step's hot path."""
+    return "logits_to_keep" in inspect.signature(cls.forward).parameters
 
 
 def concatenated_logps(model, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
