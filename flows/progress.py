@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 from typing import Callable, Iterator
 
@@ -9,6 +10,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 console = Console(stderr=True)
+
+
+def table_console() -> Console:
+    """A console for result tables on stdout; piped output gets a wide fixed width, so wide
+    tables stay whole in logs and files instead of wrapping at 80 columns."""
+    return Console(width=None if sys.stdout.isatty() else 220)
 _active: Progress | None = None
 _lock = threading.Lock()
 

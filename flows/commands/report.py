@@ -7,7 +7,6 @@ win-rate plot with STD error bars (``evaluators.report``, ``evaluators.plots``).
 from __future__ import annotations
 
 import argparse
-import sys
 
 NAME = "report"
 HELP = "print the win-rate history: Model | Stage | Date | Win Rate | STD | Min | Max"
@@ -47,13 +46,12 @@ def select(history, models: list[str], stages: list[str]):
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from rich.console import Console
-
     from evaluators.plots import plot_winrates
     from evaluators.report import history_markdown, history_table, load_history
+    from flows.progress import table_console
     from pipeline.store import atomic_write_bytes
 
-    console = Console(width=None if sys.stdout.isatty() else 220)  # piped: keep wide tables whole
+    console = table_console()
     path = Path(args.workspace) / "history.parquet"
     if not path.exists():
         raise FileNotFoundError(f"{path}: no results history yet (run `prefwork winrate` or `prefwork loop` first)")

@@ -8,7 +8,6 @@ history and print the tables from ``evaluators.evaluate_report``.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from evaluators.evaluate import REFERENCE, EvalConfig
@@ -116,12 +115,13 @@ def run(args: argparse.Namespace) -> int:
     from evaluators.evaluate import evaluate, model_label
     from evaluators.evaluate_report import tables, write_outputs
     from evaluators.report import append_history
+    from flows.progress import table_console
     from pipeline.prompts import load_prompts
     from pipeline.run import RunDir
     from pipeline.schemas import JUDGMENTS
     from pipeline.store import file_hash, frame_hash, write_json, write_table
 
-    console = Console(width=None if sys.stdout.isatty() else 220)  # piped: keep wide tables whole
+    console = table_console()
     cfg = from_args(EvalConfig, args)
     judge_opts = _judge_opts(args.judge_opt)
     if cfg.judge != "rules":  # LLM judges: answers cached in the workspace, so a re-run sends no requests
