@@ -35,6 +35,9 @@ class DPOConfig:
     save_steps: int = field(default=50, metadata={"help": "optimizer steps between checkpoints"})
     save_total_limit: int = field(default=2, metadata={"help": "checkpoints kept under out_dir"})
     eval_fraction: float = field(default=0.1, metadata={"help": "share of pairs held out for eval reward accuracy"})
+    share_prompt: bool = field(default=True, metadata={
+        "help": "score chosen and rejected in one [prompt|chosen|rejected] row with a 4D mask, so the prompt "
+                "runs once (needs sdpa or eager attention; False: the 2B-row concatenated batch)"})
     reference_batch_size: int = field(default=16, metadata={"help": "pairs per batch of the reference pass"})
     monitor_ratio: float = field(default=3.0, metadata={
         "help": "3D watch: warn when chosen log-lik falls and rejected falls this many times faster"})

@@ -12,7 +12,8 @@ import polars as pl
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from train.logps import PairCollator, concatenated_logps, encode_pairs
+from train.logps import concatenated_logps, encode_pairs
+from train.shared_prompt import SharedPromptCollator
 
 
 @torch.no_grad()
@@ -22,7 +23,7 @@ def logp_margins(model_dir: str | Path, pairs: pl.DataFrame, *, max_length: int 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     examples = encode_pairs(tokenizer, pairs.iter_rows(named=True), max_length)
-    collator = PairCollator(tokenizer.pad_token_id)
+    collator = SharedPromptCollator(tokenizer.pad_token_id)  # the prompt runs once per pair
     out: list[float] = []
     for start in range(0, len(examples), batch_size):
         r = concatenated_logps(model, collator(examples[start:start + batch_size]))

@@ -1,11 +1,12 @@
 """Preference training (the DPO family of train/losses.py) on a ``transformers.Trainer``.
 
 ``train_dpo`` tokenises PAIRS rows, precomputes the reference log-probs once (no reference
-model is held while training), trains with one concatenated chosen+rejected forward per
-batch, and writes into ``out_dir``: checkpoints (resumed from when present), ``metrics.jsonl``
-(one line per logging window, with held-out reward accuracy and the 3D-properties watch),
-``config.json`` and the final model + tokenizer in ``final/``. Being a plain Trainer subclass,
-accelerate / FSDP / DeepSpeed launchers work unchanged.
+model is held while training), trains with one forward per batch that scores chosen and
+rejected together (by default one ``[prompt | chosen | rejected]`` row per pair, so the
+prompt runs once: ``train.shared_prompt``), and writes into ``out_dir``: checkpoints (resumed
+from when present), ``metrics.jsonl`` (one line per logging window, with held-out reward
+accuracy and the 3D-properties watch), ``config.json`` and the final model + tokenizer in
+``final/``. Being a plain Trainer subclass, accelerate / FSDP / DeepSpeed launchers work unchanged.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from pipeline.schemas import PAIRS, validate
 from pipeline.store import write_json, write_table
 from train.dpo_monitor import LikelihoodMonitor, MetricsFile, save_final
 from train.logps import PairCollator, compute_reference_logps, concatenated_logps, encode_pairs
+from train.shared_prompt import SharedPromptCollator
 from train.configs import DPOConfig  # noqa: F401 - re-exported
 from train.losses import get_loss
 
@@ -37,8 +39,9 @@ REFERENCE_FILE = "reference_logps.parquet"
 class PreferenceTrainer(Trainer):
     """A Trainer whose loss is a preference loss over (chosen, rejected) pairs.
 
-    Batches come from ``PairCollator``; reference log-probs travel in the batch. Per-batch
-    statistics are accumulated and averaged into each log line (TRL's metric names).
+    Batches come from ``SharedPromptCollator`` (or ``PairCollator``); reference log-probs
+    travel in the batch. Per-batch statistics are accumulated and averaged into each log
+    line (TRL's metric names).
     """
 
     loss_is_scaled_for_ga = False  # compute_loss returns a mean; Trainer divides by grad_accum
@@ -140,7 +143,7 @@ def _reference_key(examples: list[dict], model_dir: Path) -> str:
 
 
 def attach_reference(examples: list[dict], model_dir: Path, out_dir: Path, cfg: DPOConfig,
-                     collator: PairCollator) -> list[dict]:
+                     collator: PairCollator | SharedPromptCollator) -> list[dict]:
     """Add ``reference_chosen_logps`` / ``reference_rejected_logps`` to each example.
 
     Computed once by ``model_dir`` (no grad) and cached in ``out_dir/reference_logps.parquet``
@@ -193,7 +196,8 @@ def train_dpo(model_dir: str | Path, pairs: pl.DataFrame, out_dir: str | Path, c
         raise ValueError("train_dpo got no pairs to train on")
     out_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    collator = PairCollator(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    collator = SharedPromptCollator(pad_id) if cfg.share_prompt else PairCollator(pad_id)
     examples = encode_pairs(tokenizer, pairs.iter_rows(named=True), cfg.max_length)
     if not loss_fn.reference_free:
         examples = attach_reference(examples, Path(reference_dir or model_dir), out_dir, cfg, collator)

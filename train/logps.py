@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.chat import render_prompt
+from train.shared_prompt import shared_prompt_logps
 
 IGNORE = -100
 
@@ -123,8 +124,11 @@ def concatenated_logps(model, batch: dict[str, torch.Tensor]) -> dict[str, torch
 
     Returns (B,) tensors: ``policy_chosen_logps`` / ``policy_rejected_logps`` (sums, with
     grad when the model is in a grad context), ``chosen_counts`` / ``rejected_counts``
-    (answer tokens), and ``chosen_nll`` (the chosen answer's mean per-token NLL).
+    (answer tokens), and ``chosen_nll`` (the chosen answer's mean per-token NLL). A batch of
+    ``train.shared_prompt.SharedPromptCollator`` (one row per pair) is scored by its own path.
     """
+    if "chosen_targets" in batch:
+        return shared_prompt_logps(model, batch, logits_to_keep=_takes_logits_to_keep(model))
     labels, keep = batch["labels"], answer_window(batch["labels"])
     extra = {"logits_to_keep": keep} if keep < labels.shape[1] and _takes_logits_to_keep(model) else {}
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **extra).logits
