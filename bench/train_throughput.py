@@ -64,7 +64,7 @@ def make_inputs(work: Path, p: dict) -> tuple[Path, Path]:
     return model, pairs
 
 
-def run_ours(model: Path, pairs: Path, out: Path, p: dict) -> dict:
+def run_ours(model: Path, pairs: Path, out: Path, p: dict, share_prompt: bool = True) -> dict:
     import polars as pl
 
     import train.dpo as dpo
@@ -83,7 +83,7 @@ def run_ours(model: Path, pairs: Path, out: Path, p: dict) -> dict:
     cfg = dpo.DPOConfig(loss="dpo", beta=0.1, learning_rate=p["learning_rate"], epochs=1.0, batch_size=p["batch_size"],
                         grad_accum=1, max_length=p["max_length"], seed=0, optim="adamw_torch",
                         lr_scheduler_type="constant", warmup_steps=0, max_grad_norm=1.0, logging_steps=1,
-                        save_steps=10**9, eval_fraction=0.0)
+                        save_steps=10**9, eval_fraction=0.0, share_prompt=share_prompt)
     data = pl.read_parquet(pairs)
     t0 = time.perf_counter()
     dpo.train_dpo(model, data, out, cfg)
@@ -126,8 +126,8 @@ def worker(which: str, model: str, pairs: str, out: str, params: str, result: st
     import torch
     torch.set_num_threads(threads)
     p = json.loads(params)
-    fn = run_ours if which == "ours" else run_trl
-    r = fn(Path(model), Path(pairs), Path(out), p)
+    args = (Path(model), Path(pairs), Path(out), p)
+    r = run_trl(*args) if which == "trl" else run_ours(*args, share_prompt=which == "ours")
     Path(result).write_text(json.dumps(r))
 
 
@@ -168,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pairs", type=int, help="number of pairs (default 1024; smoke 48)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads per run")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--concat", action="store_true",
+                    help="also run ours with the 2B-row concatenated batch (prompt run twice): the prompt-sharing ablation")
     args = ap.parse_args(argv)
     p = dict(SMOKE if args.smoke else FULL)
     p["repeats"] = args.repeats or p["repeats"]
@@ -177,11 +179,12 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         model, pairs = make_inputs(work, p)
         runs = []
+        variants = ("ours", "trl", "ours_concat") if args.concat else ("ours", "trl")
         for i in range(p["repeats"]):
-            for which in (("ours", "trl") if i % 2 == 0 else ("trl", "ours")):
+            for which in (variants if i % 2 == 0 else variants[::-1]):
                 runs.append(spawn(which, model, pairs, work, p, args.threads, i))
                 r = runs[-1]
-                print(f"  run {len(runs)}: {which:4s} {r['elapsed_s']:7.1f} s  {r['samples_per_s']:7.1f} pairs/s  "
+                print(f"  run {len(runs)}: {which:11s} {r['elapsed_s']:7.1f} s  {r['samples_per_s']:7.1f} pairs/s  "
                       f"peak RSS {r['peak_rss_mb']:6.0f} MB", flush=True)
     return report(runs, p, load, args)
 
@@ -190,8 +193,9 @@ def report(runs: list[dict], p: dict, load: tuple, args) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    kinds = [w for w in ("ours", "trl", "ours_concat") if any(r["which"] == w for r in runs)]
     med = {w: {k: statistics.median(r[k] for r in runs if r["which"] == w)
-               for k in ("samples_per_s", "elapsed_s", "peak_rss_mb")} for w in ("ours", "trl")}
+               for k in ("samples_per_s", "elapsed_s", "peak_rss_mb")} for w in kinds}
     first = {w: [r["losses"][0] for r in runs if r["which"] == w] for w in med}
     final = {w: [r["losses"][-1] for r in runs if r["which"] == w] for w in med}
     first_equal = abs(first["ours"][0] - first["trl"][0]) < 1e-4
@@ -200,7 +204,7 @@ def report(runs: list[dict], p: dict, load: tuple, args) -> int:
                         f"max_length {p['max_length']}, fp32, {args.threads} threads")
     for col in ("trainer", "pairs/s", "time s", "peak RSS MB", "first loss", "final loss", "reference pass s"):
         table.add_column(col, justify="right")
-    for w in ("ours", "trl"):
+    for w in kinds:
         ref = [r.get("reference_s") for r in runs if r["which"] == w and r.get("reference_s") is not None]
         table.add_row(w, f"{med[w]['samples_per_s']:.1f}", f"{med[w]['elapsed_s']:.1f}", f"{med[w]['peak_rss_mb']:.0f}",
                       f"{first[w][0]:.5f}", f"{final[w][0]:.5f}", f"{statistics.median(ref):.1f}" if ref else "-")
@@ -211,6 +215,10 @@ def report(runs: list[dict], p: dict, load: tuple, args) -> int:
     print(f"throughput ratio ours/TRL: {ratio:.2f}x (target >= 1.5x); peak RSS ratio ours/TRL: {mem:.2f} "
           f"(target <= 1.0); comparison valid (first loss equal, final within 1%): {valid}; "
           f"load average at start: {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f} on {os.cpu_count()} CPUs")
+    if "ours_concat" in med:
+        share = med["ours"]["samples_per_s"] / med["ours_concat"]["samples_per_s"]
+        print(f"prompt sharing: ours shared-prompt / ours 2B-row concatenated = {share:.2f}x; "
+              f"concatenated / TRL = {med['ours_concat']['samples_per_s'] / med['trl']['samples_per_s']:.2f}x")
     out = {"params": p, "threads": args.threads, "load_avg": load, "runs": runs, "median": med, "ratio": ratio,
            "rss_ratio": mem, "valid": valid}
     if args.json:
