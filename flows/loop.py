@@ -113,7 +113,7 @@ def judge_task(ctx: Context, round_: int, candidates: str) -> str:
 @task(name="pairs", cache_policy=NO_CACHE)
 def pairs_task(ctx: Context, round_: int, candidates: str, scores: str) -> str:
     return str(_logged(ctx, round_, "pairs", stages.pairs_stage, ctx.cache, Path(candidates), Path(scores),
-                       PairConfig(min_margin=ctx.cfg.min_margin)))
+                       PairConfig(min_margin=ctx.cfg.min_margin, pairs_per_prompt=ctx.cfg.pairs_per_prompt)))
 
 
 @task(name="chunks", cache_policy=NO_CACHE)

@@ -27,6 +27,8 @@ class LoopConfig:
     schedule: str = field(default="sdpo", metadata={"help": "sdpo (chunk by chunk) or dpo (all pairs at once)"})
     min_margin: float = field(default=0.3, metadata={"help": "drop pairs whose score margin is at most this "
                                                         "(near-ties teach noise)"})
+    pairs_per_prompt: int = field(default=1, metadata={"help": "pairs per prompt: the best answer against up to "
+                                                             "this many of the worst distinct answers"})
     loss: str = field(default="dpo_sft", metadata={"help": "preference loss (train.losses.LOSSES); dpo_sft = DPO "
                                                      "+ alpha x chosen NLL, which the tiny policy needs (plain dpo "
                                                      "degrades it: see README)"})

@@ -61,6 +61,21 @@ def test_pairs_are_deterministic_under_row_order():
     assert first.equals(again)
 
 
+def test_pairs_per_prompt_pairs_best_with_the_worst_distinct_answers():
+    # a: best id 1 (1.0); rejected worst first: id 3 (0.0), then id 0 (0.25) and id 4 (0.25, same text as id 0:
+    # a duplicate, skipped), then id 2 (0.5, under the margin of 0.5). b: all tied.
+    c, s = _tables({"a": [0.25, 1.0, 0.5, 0.0, 0.25], "b": [0.5, 0.5]},
+                   texts={"a": ["x", "best", "half", "bad", "x"], "b": ["p", "q"]})
+    pairs, stats = build_pairs(c, s, PairConfig(min_margin=0.5, pairs_per_prompt=3))
+    assert pairs.select("chosen_id", "rejected_id").rows() == [(1, 3), (1, 0)]
+    assert pairs["margin"].to_list() == [1.0, 0.75]
+    assert (stats.pairs, stats.dropped_all_tied, stats.dropped_min_margin) == (2, 1, 0)
+    one, _ = build_pairs(c, s, PairConfig(min_margin=0.5))
+    assert one.select("chosen_id", "rejected_id").rows() == [(1, 3)]  # K = 1 is best vs worst
+    with pytest.raises(ValueError, match="pairs_per_prompt"):
+        build_pairs(c, s, PairConfig(pairs_per_prompt=0))
+
+
 def _pairs(n: int) -> pl.DataFrame:
     c, s = _tables({f"p{i:02d}": [0.0, (i + 1) / n] for i in range(n)})
     return build_pairs(c, s)[0]
