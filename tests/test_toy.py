@@ -125,9 +125,26 @@ def test_dpo_sft_keeps_the_chosen_answer_more_likely_than_dpo(paper_runs):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="Not reproduced by this toy: under DPO the on-policy start "
-                   "(chosen and rejected likely) does not reliably degrade least; its peak-to-final drop "
-                   "of p(chosen) varies a lot with the seed. Kept as a record of the gap to the paper.")
+def test_dpo_on_policy_rejected_softens_degradation_and_dispersion(paper_runs):
+    """The paper's on-policy effect, as a matched comparison over the 5 seeds: the same likely
+    chosen start (0.4), with the rejected answer likely too (on_policy, as when both are sampled
+    from the model) vs unlikely (chosen_likely, an off-policy rejected). On-policy data loses less
+    of the chosen peak, ends with the chosen answer more likely, and leaves less mass outside it,
+    on the mean over seeds (seed 2 alone goes the other way: see the xfail below)."""
+    def mean(scenario: str, stat) -> float:
+        return float(np.mean([stat(paper_runs[(seed, scenario, "dpo")]) for seed in SEEDS]))
+
+    for stat in (lambda h: h["chosen"].max() - h["chosen"][-1], lambda h: h["outside"][-1]):
+        assert mean("on_policy", stat) < mean("chosen_likely", stat)
+    assert mean("on_policy", lambda h: h["chosen"][-1]) > mean("chosen_likely", lambda h: h["chosen"][-1])
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="Not reproduced seed by seed: under DPO the on-policy start "
+                   "(chosen and rejected likely) degrades least on the mean over seeds against the same "
+                   "chosen start (test above), but its peak-to-final drop of p(chosen) varies a lot with "
+                   "the seed, and the starts with an unlikely chosen answer barely rise, so they cannot "
+                   "drop. Kept as a record of the gap to the paper.")
 def test_dpo_on_policy_degrades_least(paper_runs):
     """Degradation = peak p(chosen) - final p(chosen); on_policy should have the smallest."""
     for seed in SEEDS:

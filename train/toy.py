@@ -22,8 +22,9 @@ log-probs ``chosen_logp`` / ``rejected_logp``.
 What the defaults show (tests/test_toy.py, seeds 0..4): under DPO the rejected log-prob falls
 faster than the chosen one rises (except when the chosen starts unlikely and the rejected likely),
 p(chosen) peaks then degrades (clearest when the chosen starts likely), mass disperses outside the
-pair and onto 8, 9, and dpo_sft ends with a higher p(chosen). Not reproduced: the on-policy start
-degrading least (seed-dependent here).
+pair and onto 8, 9, and dpo_sft ends with a higher p(chosen). Against the same likely chosen start,
+an on-policy (likely) rejected answer degrades and disperses less than an unlikely one, on the mean
+over seeds; not reproduced: the on-policy start degrading least seed by seed.
 """
 from __future__ import annotations
 
