@@ -126,7 +126,7 @@ def chunks_task(ctx: Context, round_: int, pairs: str, model_dir: str) -> str:
 def train_task(ctx: Context, round_: int, chunks: str, model_dir: str) -> str:
     with progress.stage(f"round {round_}: {ctx.cfg.schedule} training ({ctx.cfg.loss}, {ctx.cfg.chunks} chunks)"):
         return str(_logged(ctx, round_, "train", stages.train_stage, ctx.cache, Path(chunks), Path(model_dir),
-                           ctx.cfg.dpo_config(), ctx.cfg.schedule, ctx.cfg.launcher_config()))
+                           ctx.cfg.dpo_config(round_), ctx.cfg.schedule, ctx.cfg.launcher_config()))
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)

@@ -35,6 +35,8 @@ class LoopConfig:
     beta: float = field(default=0.1, metadata={"help": "DPO beta"})
     alpha: float = field(default=1.0, metadata={"help": "weight of the chosen NLL term (dpo_sft, slic)"})
     learning_rate: float = field(default=2e-4, metadata={"help": "learning rate of each sDPO step"})
+    lr_decay: float = field(default=1.0, metadata={"help": "round r trains at learning_rate x lr_decay^(r-1): "
+                                                    "later rounds move the policy less"})
     epochs: float = field(default=2.0, metadata={"help": "epochs over each chunk"})
     batch_size: int = field(default=16, metadata={"help": "pairs per optimizer step"})
     launcher: str = field(default="local", metadata={"help": "where training runs: local (in-process), "
@@ -58,10 +60,11 @@ class LoopConfig:
             out["command"] = self.launch_command
         return out
 
-    def dpo_config(self):
-        """The training config of each sDPO step (train.dpo.DPOConfig)."""
+    def dpo_config(self, round_: int = 1):
+        """The training config of each sDPO step of round ``round_`` (train.dpo.DPOConfig)."""
         from train.configs import DPOConfig
 
-        return DPOConfig(loss=self.loss, beta=self.beta, alpha=self.alpha, learning_rate=self.learning_rate, epochs=self.epochs,
+        lr = self.learning_rate * self.lr_decay ** (round_ - 1)
+        return DPOConfig(loss=self.loss, beta=self.beta, alpha=self.alpha, learning_rate=lr, epochs=self.epochs,
                          batch_size=self.batch_size, seed=self.seed, max_length=192, logging_steps=2,
                          save_steps=10, eval_fraction=0.1)

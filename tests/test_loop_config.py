@@ -1,0 +1,17 @@
+"""The loop's config resolves into each round's training config (pure, no training)."""
+from __future__ import annotations
+
+import pytest
+
+from flows.loop_config import LoopConfig
+
+
+def test_lr_decay_lowers_each_later_rounds_learning_rate():
+    cfg = LoopConfig(learning_rate=2e-4, lr_decay=0.5)
+    assert [cfg.dpo_config(r).learning_rate for r in (1, 2, 3)] == pytest.approx([2e-4, 1e-4, 5e-5])
+    assert LoopConfig(learning_rate=2e-4, lr_decay=1.0).dpo_config(3).learning_rate == pytest.approx(2e-4)
+
+
+def test_round_training_config_carries_the_loop_settings():
+    d = LoopConfig(loss="ipo", beta=0.3, epochs=1.0, batch_size=8, seed=5).dpo_config(2)
+    assert (d.loss, d.beta, d.epochs, d.batch_size, d.seed) == ("ipo", 0.3, 1.0, 8, 5)
