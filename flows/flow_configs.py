@@ -31,6 +31,8 @@ class RefreshConfig:
     seed: int = field(default=0, metadata={"help": "base seed; each shard derives its own from its content"})
     shard_size: int = field(default=64, metadata={"help": "prompts per sampling/judging shard (the fan-out unit)"})
     min_margin: float = field(default=0.0, metadata={"help": "drop pairs whose score margin is at most this"})
+    pairs_per_prompt: int = field(default=1, metadata={"help": "pairs per prompt: the best answer against up to "
+                                                             "this many of the worst distinct answers"})
     chunks: int = field(default=2, metadata={"help": "easy-to-hard chunks over the version's pairs"})
     curriculum: str = field(default="logp_margin", metadata={"help": "difficulty: logp_margin, judge_margin, random"})
     mode: str = field(default="append", metadata={"help": "append new pairs to the parent's, or replace them"})

@@ -119,11 +119,11 @@ def judge_task(workspace: str, candidates: str) -> str:
 
 
 @task(name="pairs", cache_policy=content_policy("refresh-pairs", paths=("candidates", "scores"),
-                                                config=("min_margin",)))
-def pairs_task(workspace: str, candidates: str, scores: str, min_margin: float) -> str:
-    """Best-vs-worst pairs of one shard."""
+                                                config=("min_margin", "pairs_per_prompt")))
+def pairs_task(workspace: str, candidates: str, scores: str, min_margin: float, pairs_per_prompt: int = 1) -> str:
+    """Best-vs-worst pairs of one shard (best vs the K worst with ``pairs_per_prompt`` K)."""
     return str(stages.pairs_stage(_cache(workspace), Path(candidates), Path(scores),
-                                  PairConfig(min_margin=min_margin))[0])
+                                  PairConfig(min_margin=min_margin, pairs_per_prompt=pairs_per_prompt))[0])
 
 
 def _assemble(workspace: str, dataset: str, pairs: list[str], mode: str) -> pl.DataFrame:
@@ -183,7 +183,7 @@ def refresh_dataset(config: dict | None = None) -> dict:
                                      seed=cfg.seed, shard_size=max(cfg.shard_size, 1)))
     cands = sample_t.map(unmapped(ws), info["shards"], unmapped(policy), unmapped(sample_cfg), unmapped(engine))
     scores = judge_t.map(unmapped(ws), cands)
-    pairs = pairs_t.map(unmapped(ws), cands, scores, unmapped(cfg.min_margin))
+    pairs = pairs_t.map(unmapped(ws), cands, scores, unmapped(cfg.min_margin), unmapped(cfg.pairs_per_prompt))
     version_pairs = assemble_t(ws, cfg.dataset, pairs, cfg.mode, info["parent"])
     chunk_cfg = asdict(ChunkConfig(chunks=cfg.chunks, method=cfg.curriculum, seed=cfg.seed))
     chunks = chunks_t(ws, version_pairs, policy, chunk_cfg)
