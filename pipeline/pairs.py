@@ -61,15 +61,16 @@ def build_pairs(candidates: pl.DataFrame, scores: pl.DataFrame, cfg: PairConfig 
         chosen_score=best, worst_score=pl.col("score").min(),
     )
     tied = per_prompt.filter(pl.col("chosen_score") == pl.col("worst_score"))
-    rejected = (
+    below = (
         scored.join(per_prompt.select("prompt_id", "chosen_score"), on="prompt_id")
         .with_columns(margin=pl.col("chosen_score") - pl.col("score"))
         .filter(pl.col("margin") > max(cfg.min_margin, 0.0))
         .sort(["prompt_id", "score", "candidate_id"])
-        .unique(subset=["prompt_id", "text"], keep="first", maintain_order=True)
-        .group_by("prompt_id", maintain_order=True).head(cfg.pairs_per_prompt)
-        .select("prompt_id", "margin", rejected_id="candidate_id", rejected="text", rejected_score="score")
     )
+    if cfg.pairs_per_prompt > 1:  # a repeated rejected text would repeat a pair (one worst is always unique)
+        below = below.unique(subset=["prompt_id", "text"], keep="first", maintain_order=True)
+    rejected = below.group_by("prompt_id", maintain_order=True).head(cfg.pairs_per_prompt).select(
+        "prompt_id", "margin", rejected_id="candidate_id", rejected="text", rejected_score="score")
     texts = scored.select("prompt_id", "candidate_id", "text")
     pairs = (
         per_prompt.join(rejected, on="prompt_id")
