@@ -19,7 +19,7 @@ class LoopConfig:
     corpus: str = field(default=str(DATA / "corpus" / "sft.jsonl"), metadata={"help": "SFT corpus of the default policy"})
     policy: str | None = field(default=None, metadata={"help": "starting policy dir (default: build the tiny policy)"})
     engine: str = field(default="auto", metadata={"help": "sampling engine: auto (vllm on a GPU, else transformers), vllm, transformers"})
-    n: int = field(default=8, metadata={"help": "candidates per prompt"})
+    n: int = field(default=16, metadata={"help": "candidates per prompt"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature of training candidates"})
     max_tokens: int = field(default=48, metadata={"help": "new tokens per answer"})
     chunks: int = field(default=2, metadata={"help": "sDPO steps T per round"})
@@ -27,17 +27,17 @@ class LoopConfig:
     schedule: str = field(default="sdpo", metadata={"help": "sdpo (chunk by chunk) or dpo (all pairs at once)"})
     min_margin: float = field(default=0.3, metadata={"help": "drop pairs whose score margin is at most this "
                                                         "(near-ties teach noise)"})
-    pairs_per_prompt: int = field(default=1, metadata={"help": "pairs per prompt: the best answer against up to "
+    pairs_per_prompt: int = field(default=3, metadata={"help": "pairs per prompt: the best answer against up to "
                                                              "this many of the worst distinct answers"})
     loss: str = field(default="dpo_sft", metadata={"help": "preference loss (train.losses.LOSSES); dpo_sft = DPO "
                                                      "+ alpha x chosen NLL, which the tiny policy needs (plain dpo "
                                                      "degrades it: see README)"})
-    beta: float = field(default=0.1, metadata={"help": "DPO beta"})
+    beta: float = field(default=0.3, metadata={"help": "DPO beta"})
     alpha: float = field(default=1.0, metadata={"help": "weight of the chosen NLL term (dpo_sft, slic)"})
     learning_rate: float = field(default=2e-4, metadata={"help": "learning rate of each sDPO step"})
-    lr_decay: float = field(default=1.0, metadata={"help": "round r trains at learning_rate x lr_decay^(r-1): "
+    lr_decay: float = field(default=0.25, metadata={"help": "round r trains at learning_rate x lr_decay^(r-1): "
                                                     "later rounds move the policy less"})
-    epochs: float = field(default=2.0, metadata={"help": "epochs over each chunk"})
+    epochs: float = field(default=1.0, metadata={"help": "epochs over each chunk"})
     batch_size: int = field(default=16, metadata={"help": "pairs per optimizer step"})
     launcher: str = field(default="local", metadata={"help": "where training runs: local (in-process), "
                                                        "accelerate (accelerate launch), command (--launch-command)"})
