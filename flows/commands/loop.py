@@ -15,11 +15,11 @@ HELP = "run R rounds of sample -> judge -> pairs -> chunks -> sDPO -> win rate v
 DESCRIPTION = """Run the on-policy iterative DPO loop as the Prefect flow `iterative_dpo`.
 
 Each round samples N candidates per training prompt from the current policy, judges them
-with the rule judge, pairs the best answer with the worst few, sorts the pairs easy-to-hard
-into chunks, trains with sDPO (chunk t starts from and is referenced by the model after
-chunk t-1), and measures the new policy against the SFT policy on held-out prompts, k times with fresh
-seeds. Everything lands in runs/<timestamp>-<name>/; finished stages are cached in
-runs/.cache, so re-running, or --resume after a crash, redoes no finished work."""
+with the rule judge, pairs the best answer with the worst few, sorts the pairs
+easy-to-hard into chunks, trains with sDPO (chunk t starts from and is referenced by the
+model after chunk t-1), and measures the new policy against the SFT policy on held-out
+prompts, k times with fresh seeds. Everything lands in runs/<timestamp>-<name>/; finished
+stages are cached in runs/.cache, so re-running, or --resume after a crash, redoes no finished work."""
 
 
 def register(parser: argparse.ArgumentParser) -> None:
