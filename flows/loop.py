@@ -3,8 +3,9 @@
 Round r: sample N candidates per training prompt from the policy of round r-1, judge them
 with the rule judge, pair the best answer with the worst few, sort the pairs easy-to-hard
 into chunks, train with sDPO starting from that policy, then evaluate the new policy
-against the SFT policy on held-out prompts (k repeats). Each round is a subflow; each stage a thin task over a
-cached function of ``flows.stages``, so a re-run or ``--resume`` redoes no finished stage.
+against the SFT policy on held-out prompts (k repeats). Each round is a subflow; each stage
+a thin task over a cached function of ``flows.stages``, so a re-run or ``--resume`` redoes
+no finished stage.
 """
 from __future__ import annotations
 

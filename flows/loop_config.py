@@ -60,6 +60,15 @@ class LoopConfig:
             out["command"] = self.launch_command
         return out
 
+    def __post_init__(self):
+        """Refuse settings that cannot run before any stage starts (not after a round of sampling)."""
+        for name in ("rounds", "n", "chunks", "pairs_per_prompt", "eval_repeats", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        for name in ("learning_rate", "lr_decay", "epochs", "beta"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+
     def dpo_config(self, round_: int = 1):
         """The training config of each sDPO step of round ``round_`` (train.dpo.DPOConfig)."""
         from train.configs import DPOConfig

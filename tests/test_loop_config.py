@@ -15,3 +15,10 @@ def test_lr_decay_lowers_each_later_rounds_learning_rate():
 def test_round_training_config_carries_the_loop_settings():
     d = LoopConfig(loss="ipo", beta=0.3, epochs=1.0, batch_size=8, seed=5).dpo_config(2)
     assert (d.loss, d.beta, d.epochs, d.batch_size, d.seed) == ("ipo", 0.3, 1.0, 8, 5)
+
+
+@pytest.mark.parametrize("field, value, words", [("pairs_per_prompt", 0, "at least 1"), ("rounds", 0, "at least 1"),
+                                                 ("lr_decay", 0.0, "positive"), ("beta", -0.1, "positive")])
+def test_settings_that_cannot_run_are_refused_up_front(field, value, words):
+    with pytest.raises(ValueError, match=f"--{field.replace('_', '-')} must be {words}"):
+        LoopConfig(**{field: value})

@@ -22,6 +22,10 @@ prompts, k times with fresh seeds. Everything lands in runs/<timestamp>-<name>/;
 stages are cached in runs/.cache, so re-running, or --resume after a crash, redoes no finished work."""
 
 
+# settings added after runs were saved: their values in runs that predate them
+SAVED_BEFORE = {"pairs_per_prompt": 1, "lr_decay": 1.0}
+
+
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run in RUN_DIR with its saved config")
     add_dataclass(parser, LoopConfig)
@@ -40,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
         cfg_file = run_dir.path / "config.json"
         if not cfg_file.exists():
             raise FileNotFoundError(f"{cfg_file}: not a loop run directory (no config.json)")
-        cfg = LoopConfig(**json.loads(cfg_file.read_text()))
+        # a run saved before a setting existed resumes with the value that reproduces it
+        cfg = LoopConfig(**{**SAVED_BEFORE, **json.loads(cfg_file.read_text())})
     else:
         cfg = from_args(LoopConfig, args)
         for path in (cfg.train_prompts, cfg.eval_prompts):  # bad input fails before anything is written
