@@ -46,14 +46,14 @@ def build_pairs(candidates: pl.DataFrame, scores: pl.DataFrame, cfg: PairConfig 
                 ) -> tuple[pl.DataFrame, PairStats]:
     """Pairs (pairs contract) and stats from a candidates and a scores table."""
     cfg = cfg or PairConfig()
+    if cfg.pairs_per_prompt < 1:
+        raise ValueError(f"pairs_per_prompt must be at least 1, got {cfg.pairs_per_prompt}")
     candidates = validate(candidates, CANDIDATES)
     scores = validate(scores, SCORES)
     n_prompts = candidates["prompt_id"].n_unique()
     ok = scores.filter(pl.col("error").is_null() & pl.col("score").is_not_null() & pl.col("score").is_not_nan())
     scored = candidates.select("prompt_id", "prompt", "candidate_id", "text").join(
         ok.select("prompt_id", "candidate_id", "score"), on=["prompt_id", "candidate_id"], how="inner")
-    if cfg.pairs_per_prompt < 1:
-        raise ValueError(f"pairs_per_prompt must be at least 1, got {cfg.pairs_per_prompt}")
     best = pl.col("score").max()
     per_prompt = scored.group_by("prompt_id").agg(
         pl.col("prompt").first(),

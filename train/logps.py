@@ -18,9 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.chat import render_prompt
-from train.shared_prompt import shared_prompt_logps
-
-IGNORE = -100
+from train.shared_prompt import IGNORE, shared_prompt_logps
 
 
 def _eos_id(tokenizer) -> int:
