@@ -146,13 +146,8 @@ def shutil_which(name: str):
 
 
 def stop_server(proc) -> None:
-    import signal
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except Exception:  # noqa: BLE001
-            os.killpg(proc.pid, signal.SIGKILL)
+    from pipeline.procs import stop_process_group
+    stop_process_group(proc)
 
 
 def main(argv=None) -> int:

@@ -128,14 +128,9 @@ class VLLMServer:
                    if line.startswith(name) and not line.startswith("#"))
 
     def stop(self) -> None:
-        import signal
+        from pipeline.procs import stop_process_group
 
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except Exception:  # noqa: BLE001 - escalate whatever went wrong with a polite stop
-                os.killpg(self.proc.pid, signal.SIGKILL)
+        stop_process_group(self.proc)
         self._log.close()
 
 

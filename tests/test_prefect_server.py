@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.procs import stop_process_group
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data"
 
@@ -27,18 +29,8 @@ def _free_port() -> int:
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    """Stop a process group this test started: SIGINT, then SIGKILL."""
-    if proc.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGINT, 20), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-            proc.wait(wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-        except ProcessLookupError:
-            return
+    """Stop a process group this test started: SIGINT (Prefect shuts down cleanly), then SIGKILL."""
+    stop_process_group(proc, first=signal.SIGINT, wait=20)
 
 
 def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
