@@ -144,7 +144,10 @@ def test_dpo_on_policy_rejected_softens_degradation_and_dispersion(paper_runs):
                    "(chosen and rejected likely) degrades least on the mean over seeds against the same "
                    "chosen start (test above), but its peak-to-final drop of p(chosen) varies a lot with "
                    "the seed, and the starts with an unlikely chosen answer barely rise, so they cannot "
-                   "drop. Kept as a record of the gap to the paper.")
+                   "drop. Seed 2 (and seed 5, checked apart) loses to the likely-chosen/unlikely-rejected "
+                   "start under every definition tried (peak or start minus final, relative, log); the "
+                   "paper's accessible text defines neither degradation nor a ranking of the four starts. "
+                   "Kept as a record of the gap.")
 def test_dpo_on_policy_degrades_least(paper_runs):
     """Degradation = peak p(chosen) - final p(chosen); on_policy should have the smallest."""
     for seed in SEEDS:
