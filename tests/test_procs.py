@@ -12,10 +12,10 @@ from pipeline.procs import stop_process_group
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat") as fh:  # a zombie waiting for its reaper is gone too
+            return fh.read().split()[2] != "Z"
+    except (ProcessLookupError, FileNotFoundError):
         return False
-    with open(f"/proc/{pid}/stat") as fh:  # a zombie waiting for its reaper is gone too
-        return fh.read().split()[2] != "Z"
 
 
 def _start(script: str) -> tuple[subprocess.Popen, int]:
