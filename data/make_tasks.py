@@ -17,15 +17,20 @@ Held-out design (checked by tests/test_task_data.py):
   that never saw a 5-word slogan cannot produce one, and nothing preference training teaches
   on training prompts carries over to a value the policy has no notion of.
 - a tiny model cannot learn to copy words it never saw, so the corpus puts the subject word,
-  when a response has it, second (lowercase: the same token as in the prompt), and a required
-  word last.
+  when a response has it, second (lowercase: the same token as in the prompt), and a quoted word
+  (required, or forbidden when a response wrongly uses it) first, lowercase as quoted. The corpus
+  asks for required/forbidden words more often than the prompt files (``WORD_CONSTRAINT_RATES``)
+  so that copying a quoted word is a habit the policy learns; poem end words come from
+  ``END_FAMILIES`` rhyme families, a whole poem in one family when it rhymes.
 
 The corpus's responses satisfy each constraint only part of the time, with independent,
 prompt-agnostic failure modes (keyword missing, word count off by 1-2, a word used three times,
-title line missing, row count off, a row's length off, end words that do not rhyme) so that
-preference learning has room. Corpus per-rule pass rates (rule judge, ``--stats``):
-  slogan (2400): word_count 0.55, required_words 0.43 (of 722), forbidden_words 0.59 (of 463), content 0.54
-  poem (2400):   title 0.54, row_number 0.55, words_per_row 0.55, rhyme 0.44 (of 1303), content 0.53
+title line missing, row count off, a row's length off, end words that do not rhyme, a forbidden
+word used) so that preference learning has room. Corpus per-rule pass rates (rule judge, ``--stats``):
+  slogan (2400): word_count 0.55, required_words 0.63 (of 1449), forbidden_words 0.42 (of 974), content 0.53
+  poem (2400):   title 0.54, row_number 0.54, words_per_row 0.54, rhyme 0.69 (of 1289), content 0.54
+What the SFT policy makes of it on held-out prompts (all nine rules between 20% and 80%) is
+measured by the loop's round-0 rule table and asserted in tests/test_loop_e2e.py.
 """
 from __future__ import annotations
 
@@ -48,6 +53,9 @@ RHYME_OPTIONS = {
     2: (None, [[1, 2]]), 3: (None, [[1, 3]]), 4: (None, [[2, 4]], [[1, 2], [3, 4]]),
     5: (None, [[2, 4]]), 6: (None, [[2, 4, 6]]),
 }
+#: share of slogan prompts with a required / a forbidden word: the corpus has more of them than
+#: the prompt files, so the tiny policy sees enough examples to learn to copy a quoted word
+WORD_CONSTRAINT_RATES = {"prompts": (0.3, 0.2), "corpus": (0.6, 0.4)}
 COUNTS = {"train": (180, 160), "heldout": (60, 60)}  # (slogans, poems)
 CORPUS_SIZE = (2400, 2400)
 
@@ -208,8 +216,9 @@ def titles_for(subject: str) -> list[str]:
 def slogan_prompt(rng: random.Random, subj: dict, split: str) -> dict:
     n = rng.choice(SLOGAN_LENGTHS[split])
     pool = SLOGAN_FILLER + (subj["words"] if split != "heldout" else [])
-    required = [rng.choice(pool)] if rng.random() < 0.3 else []
-    forbidden = [rng.choice([w for w in pool if w not in required])] if rng.random() < 0.2 else []
+    p_required, p_forbidden = WORD_CONSTRAINT_RATES["corpus" if split == "corpus" else "prompts"]
+    required = [rng.choice(pool)] if rng.random() < p_required else []
+    forbidden = [rng.choice([w for w in pool if w not in required])] if rng.random() < p_forbidden else []
     text = rng.choice(SLOGAN_TEMPLATES).format(a=article(subj["subject"]), subject=subj["subject"], n=n)
     text += "".join(f' Use the word "{w}".' for w in required)
     text += "".join(f' Do not use the word "{w}".' for w in forbidden)
@@ -246,7 +255,10 @@ def make_prompts(rng: random.Random, split: str) -> list[dict]:
 # --- SFT corpus: responses that meet each constraint only part of the time ---------------
 
 P_KEYWORD, P_REPEAT, P_EXACT, P_TITLE, P_ROWS, P_ROW_LENGTHS, P_RHYME, P_REQUIRED, P_FORBIDDEN = (
-    0.7, 0.25, 0.55, 0.55, 0.55, 0.55, 0.62, 0.5, 0.5)
+    0.7, 0.25, 0.55, 0.55, 0.55, 0.55, 0.9, 0.7, 0.35)
+#: poem end words come from these few rhyme families: a tiny model learns a few end-word habits,
+#: not fourteen (with all of them its poems rhymed 4% of the time)
+END_FAMILIES = 3
 #: share of keyword mentions that use the head noun, which the prompt itself contains, so a
 #: policy can learn to copy it from the prompt (the only way to be on topic for unseen subjects)
 P_HEAD_NOUN = 0.9
@@ -295,35 +307,34 @@ def slogan_response(rng: random.Random, meta: dict, related: list[str]) -> str:
     bag = Bag(rng, related + SLOGAN_FILLER, banned, cap=1)
     words = (special + [bag.draw() for _ in range(length)])[:length]
     keyword = words[0] if special and special[0] in meta["keywords"] else None
+    quoted = [w for w in meta["required"] + meta["forbidden"] if w in words]
     rng.shuffle(words)
+    if quoted:  # a quoted word the answer uses goes first, lowercase as quoted, so copying it is one habit
+        words.remove(quoted[0])
+        words.insert(0, quoted[0])
     if keyword and len(words) > 1:  # the subject word goes second, lowercase: the same token as in the prompt
         words.remove(keyword)
         words.insert(1, keyword)
-    for word in meta["required"]:  # a required word goes last, where a small model can learn to place it
-        if word in words[2:]:
-            words.remove(word)
-            words.append(word)
     if rng.random() < P_REPEAT:
         inject_repeat(rng, words, set())
     text = " ".join(words)
-    return text[:1].upper() + text[1:] + rng.choice(("", ".", "!"))
+    return (text if quoted else text[:1].upper() + text[1:]) + rng.choice(("", ".", "!"))
 
 
 def end_words(rng: random.Random, rows: int, groups, bag: Bag) -> dict[int, str]:
-    """Row index (0-based) -> last word; rhyme groups rhyme with probability P_RHYME."""
+    """Row index (0-based) -> last word: with probability P_RHYME every row ends in one rhyme
+    family (so any scheme the prompt asks for holds), else each rhyme group's rows do not rhyme."""
     ends = {}
-    families = [[w for w in f if w in bag.words] for f in RHYME_FAMILIES]
+    families = [[w for w in f if w in bag.words] for f in RHYME_FAMILIES[:END_FAMILIES]]
     families = [f for f in families if len(f) >= 3]
-    rhyme_ok = rng.random() < P_RHYME
-    for group in groups or []:
+    if rng.random() < P_RHYME:  # the whole poem in one rhyme family: one habit, whatever the scheme
+        fam = rng.choice(families)
+        fresh = rng.sample(fam, min(rows, len(fam)))  # distinct words: a word does not rhyme with itself
+        return {i: bag.take(fresh[i]) if i < len(fresh) else bag.draw(fam) for i in range(rows)}
+    for group in groups or []:  # otherwise each rhyme group's rows end in different families
         members = [i - 1 for i in group if i - 1 < rows]
-        if rhyme_ok:
-            fam = rng.choice(families)
-            for i, w in zip(members, rng.sample(fam, len(members))):
-                ends[i] = bag.take(w)
-        else:
-            for i, fam in zip(members, rng.sample(families, len(members))):
-                ends[i] = bag.draw(fam)
+        for i, fam in zip(members, rng.sample(families, len(members))):
+            ends[i] = bag.draw(fam)
     for i in range(rows):
         if i not in ends:
             ends[i] = bag.draw(rng.choice(families))
