@@ -21,6 +21,7 @@ from prefect.cache_policies import NO_CACHE
 from evaluators.winrate import summarize
 from flows import progress, stages
 from pipeline.curriculum import ChunkConfig
+from pipeline.engines_factory import EngineSlot
 from pipeline.pairs import PairConfig
 from pipeline.prompts import load_prompts
 from pipeline.run import RunDir
@@ -32,18 +33,37 @@ from flows.loop_config import LoopConfig
 EVAL_SEED_MODEL, EVAL_SEED_BASELINE = 1_000, 2_000
 
 
-def _engine_factory(name: str):
-    """A ``model_dir -> engine`` factory for the resolved engine name (``pipeline.engines_factory``)."""
+#: (run dir, engine name) -> the run's engine slot: consecutive stages on one policy share an engine
+_SLOTS: dict[tuple[str, str], EngineSlot] = {}
+
+
+def _engine_factory(ctx: Context):
+    """A ``model_dir -> engine`` factory that reuses the run's engine while the model is the same."""
     from pipeline.engines_factory import make_engine
 
-    return lambda model_dir: make_engine(name, model_dir, threads=2)  # threads: transformers only
+    key = (ctx.run_dir, ctx.engine)
+    if key not in _SLOTS:  # threads: transformers only
+        _SLOTS[key] = EngineSlot(lambda model_dir: make_engine(ctx.engine, model_dir, threads=2))
+    return _SLOTS[key].get
+
+
+def release_engines(run_dir: str, forget: bool = False) -> int:
+    """Shut the run's held engines down (before training, and when the run ends); returns how
+    many engines the run has started so far."""
+    slots = [(k, s) for k, s in _SLOTS.items() if k[0] == run_dir]
+    for key, slot in slots:
+        slot.close()
+        if forget:
+            _SLOTS.pop(key)
+    return sum(s.built for _, s in slots)
 
 
 def resolve_engine(name: str) -> str:
     """``auto``: vLLM on a GPU when it is installed, else transformers.
 
     On CPU the tiny default policy samples in seconds with transformers, while every vLLM
-    engine start costs 40-60 s (one per policy per stage), so vLLM is opt-in there.
+    engine start costs 40-60 s (one per policy: consecutive stages on a policy share it), so vLLM
+    is opt-in there.
     """
     if name != "auto":
         return name
@@ -103,7 +123,7 @@ def sample_task(ctx: Context, round_: int, prompts_path: str, limit: int, model_
     cfg = SampleConfig(n=n, temperature=temperature, max_tokens=ctx.cfg.max_tokens, seed=seed)
     bar = lambda: progress.sampling_bar(f"round {round_}: sample {label} ({ctx.engine})", prompts.height)  # noqa: E731
     return str(_logged(ctx, round_, f"sample:{label}", stages.sample_stage, ctx.cache, path, prompts,
-                       Path(model_dir), cfg, ctx.engine, _engine_factory(ctx.engine), label, bar))
+                       Path(model_dir), cfg, ctx.engine, _engine_factory(ctx), label, bar))
 
 
 @task(name="judge", cache_policy=NO_CACHE)
@@ -125,6 +145,7 @@ def chunks_task(ctx: Context, round_: int, pairs: str, model_dir: str) -> str:
 
 @task(name="train", cache_policy=NO_CACHE)
 def train_task(ctx: Context, round_: int, chunks: str, model_dir: str) -> str:
+    release_engines(ctx.run_dir)  # training needs the memory a held sampling engine has
     with progress.stage(f"round {round_}: {ctx.cfg.schedule} training ({ctx.cfg.loss}, {ctx.cfg.chunks} chunks)"):
         return str(_logged(ctx, round_, "train", stages.train_stage, ctx.cache, Path(chunks), Path(model_dir),
                            ctx.cfg.dpo_config(round_), ctx.cfg.schedule, ctx.cfg.launcher_config()))
@@ -175,6 +196,14 @@ def iterative_dpo(config: dict, run_dir: str) -> list[dict]:
     workspace = Path(cfg.workspace)
     ctx = Context(cfg=cfg, run_dir=run_dir, cache_root=str(workspace / ".cache"), engine=resolve_engine(cfg.engine))
     ctx.run.log_metric(stage="start", engine=ctx.engine, rounds=cfg.rounds)
+    try:
+        return _rounds(ctx)
+    finally:
+        ctx.run.log_metric(stage="engines", started=release_engines(run_dir, forget=True))
+
+
+def _rounds(ctx: Context) -> list[dict]:
+    cfg = ctx.cfg
     policy = init_policy_task(ctx)
     k, lim = cfg.eval_repeats, cfg.eval_prompts_limit
     baseline_eval = sample_task(ctx, 0, cfg.eval_prompts, lim, policy, k, cfg.eval_temperature, EVAL_SEED_BASELINE,

@@ -55,12 +55,12 @@ class _OneAtATime:
 
 def make_engine(name: str, model_dir: Path):
     """The sampling engine for ``model_dir``, loaded once per process and shared by shards."""
-    from flows.loop import _engine_factory
+    from pipeline.engines_factory import make_engine as build_engine
 
     key = (name, str(Path(model_dir).resolve()))
     with _ENGINE_LOCK:
-        if key not in _ENGINES:
-            _ENGINES[key] = _OneAtATime(_engine_factory(name)(model_dir))
+        if key not in _ENGINES:  # threads: transformers only
+            _ENGINES[key] = _OneAtATime(build_engine(name, model_dir, threads=2))
         return _ENGINES[key]
 
 

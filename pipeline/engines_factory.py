@@ -49,6 +49,34 @@ def resolve_engine(name: str) -> str:
     return name
 
 
+class EngineSlot:
+    """Hands back the last engine built while the same model is asked for; one engine at a time.
+
+    The loop samples one policy in consecutive stages (the SFT policy for the baseline, its own
+    evaluation and round 1's candidates; round r's policy for its evaluation and round r+1's
+    candidates). A vLLM engine costs 30-60 s to start, so reusing it halves the starts. Asking
+    for another model, or ``close()`` (before training, which needs the memory), shuts the held
+    engine down first, so two engines never hold GPU memory at once.
+    """
+
+    def __init__(self, build):
+        """``build(model_dir) -> engine``, e.g. ``lambda d: make_engine("vllm", d)``."""
+        self.build, self.key, self.engine, self.built = build, None, None, 0
+
+    def get(self, model_dir: str | Path):
+        key = str(Path(model_dir).resolve()) if model_dir is not None else None
+        if self.engine is None or key != self.key:
+            self.close()
+            self.engine, self.key = self.build(model_dir), key
+            self.built += 1
+        return self.engine
+
+    def close(self) -> None:
+        engine, self.engine, self.key = self.engine, None, None
+        if engine is not None and hasattr(engine, "close"):
+            engine.close()
+
+
 def make_engine(name: str, model_dir: str | Path | None, **opts: Any):
     """Build the named engine. ``model_dir`` is a model directory (vllm, transformers) or,
     for openai, the served model name (``None`` = the server's first model)."""

@@ -73,6 +73,21 @@ class VLLMEngine:
         self.llm = llm
         self.context = int(llm.llm_engine.model_config.max_model_len)
 
+    def close(self) -> None:
+        """Stop the engine's core process and free its memory now (GPU memory included), not
+        whenever the garbage collector gets to it: the loop trains right after sampling."""
+        import gc
+
+        import torch
+
+        llm, self.llm = self.llm, None
+        if llm is not None:
+            llm.llm_engine.engine_core.shutdown()
+            del llm
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
     def requests(self, prompts: list[str], cfg: SampleConfig, shard_seed: int):
         """(token prompts, sampling params, prompt indices, skip reasons) for one shard."""
         from vllm import SamplingParams

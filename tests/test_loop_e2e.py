@@ -59,6 +59,8 @@ def test_one_round_beats_the_sft_policy(one_round):
               "round_1/pairs.parquet", "round_1/chunks.parquet", "round_1/judgments.parquet"):
         assert (run / f).exists(), f
     assert json.loads((run / "config.json").read_text())["rounds"] == 1
+    # one engine for the SFT policy's three sampling stages, one for the trained policy
+    assert [m["started"] for m in _metrics(run) if m.get("stage") == "engines"] == [2]
     # the trained policy's mean rule score on held-out prompts beats the SFT policy's by > 2 SE
     sft = pl.read_parquet(run / "round_0" / "eval_candidates.parquet")
     new = pl.read_parquet(run / "round_1" / "eval_candidates.parquet")

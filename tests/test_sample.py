@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from _sample_helpers import Counting, ROOT, check_contract, prompts_frame, write_prompts
-from pipeline.engines_factory import make_engine, resolve_engine
+from pipeline.engines_factory import EngineSlot, make_engine, resolve_engine
 from pipeline.sample import SampleConfig, sample
 from pipeline.schemas import SchemaError
 
@@ -91,6 +91,21 @@ def test_long_prompt_skip_or_error(engine, tmp_path):
     assert set(df["prompt_id"]) == {"p0000", "p0002"}
     skipped = __import__("json").loads(out.with_suffix(".skipped.json").read_text())
     assert [s["prompt_id"] for s in skipped] == ["p0001"] and skipped[0]["reason"]
+
+
+def test_engine_slot_reuses_the_engine_of_the_same_model_and_closes_on_change(policy, tmp_path):
+    """Consecutive stages on one policy share an engine; another model replaces (closes) it."""
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(policy, other)
+    slot = EngineSlot(lambda d: make_engine("transformers", d, threads=1))
+    first = slot.get(policy)
+    assert slot.get(str(policy)) is first and slot.built == 1
+    second = slot.get(other)
+    assert second is not first and slot.built == 2 and slot.key == str(other.resolve())
+    slot.close()
+    assert slot.engine is None and slot.get(other) is not second and slot.built == 3
 
 
 def test_bad_engine_and_model_dir(tmp_path):

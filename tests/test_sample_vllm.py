@@ -27,7 +27,7 @@ def vllm_engine(tiny_random_policy):
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     engine = make_engine("vllm", tiny_random_policy, dtype="float32", max_model_len=256)
     yield engine
-    engine.llm.llm_engine.engine_core.shutdown()  # stop the worker processes now, not at exit
+    engine.close()  # stop the worker processes now, not at exit
 
 
 def test_n_distinct_candidates_and_contract(vllm_engine, tmp_path):
@@ -135,3 +135,25 @@ def test_large_seeded_shard(vllm_engine, tmp_path):
     cfg = SampleConfig(n=4, max_tokens=4, shard_size=160, seed=3)
     check_contract(pl.read_parquet(sample(prompts, vllm_engine, tmp_path / "big.parquet", cfg, "tiny")),
                    prompts, cfg.n, cfg.max_tokens)
+
+
+def test_engine_slot_closes_a_real_engine_and_its_processes(tiny_random_policy, tmp_path):
+    """The loop's slot: the same model reuses the engine; close() stops vLLM's engine-core
+    process (which holds the KV cache) before the loop trains, instead of at garbage collection."""
+    import psutil
+
+    from pipeline.engines_factory import EngineSlot, make_engine
+
+    me = psutil.Process()
+    before = {p.pid for p in me.children(recursive=True)}
+    slot = EngineSlot(lambda d: make_engine("vllm", d, dtype="float32", max_model_len=256))
+    engine = slot.get(tiny_random_policy)
+    assert slot.get(tiny_random_policy) is engine and slot.built == 1
+    out = sample(prompts_frame(2), engine, tmp_path / "c.parquet", SampleConfig(n=2, max_tokens=8, seed=3), "tiny")
+    assert pl.read_parquet(out).height == 4
+    started = [p for p in me.children(recursive=True) if p.pid not in before]
+    assert started, "vLLM started no process of its own"
+    slot.close()
+    gone, alive = psutil.wait_procs(started, timeout=60)
+    assert not alive, [p.pid for p in alive]
+    assert engine.llm is None and slot.engine is None
