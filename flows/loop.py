@@ -33,29 +33,27 @@ from flows.loop_config import LoopConfig
 EVAL_SEED_MODEL, EVAL_SEED_BASELINE = 1_000, 2_000
 
 
-#: (run dir, engine name) -> the run's engine slot: consecutive stages on one policy share an engine
-_SLOTS: dict[tuple[str, str], EngineSlot] = {}
+#: run dir -> its engine slot: consecutive stages on one policy share an engine
+_SLOTS: dict[str, EngineSlot] = {}
 
 
 def _engine_factory(ctx: Context):
     """A ``model_dir -> engine`` factory that reuses the run's engine while the model is the same."""
     from pipeline.engines_factory import make_engine
 
-    key = (ctx.run_dir, ctx.engine)
-    if key not in _SLOTS:  # threads: transformers only
-        _SLOTS[key] = EngineSlot(lambda model_dir: make_engine(ctx.engine, model_dir, threads=2))
-    return _SLOTS[key].get
+    if ctx.run_dir not in _SLOTS:  # threads: transformers only
+        _SLOTS[ctx.run_dir] = EngineSlot(lambda model_dir: make_engine(ctx.engine, model_dir, threads=2))
+    return _SLOTS[ctx.run_dir].get
 
 
 def release_engines(run_dir: str, forget: bool = False) -> int:
-    """Shut the run's held engines down (before training, and when the run ends); returns how
+    """Shut the run's held engine down (before training, and when the run ends); returns how
     many engines the run has started so far."""
-    slots = [(k, s) for k, s in _SLOTS.items() if k[0] == run_dir]
-    for key, slot in slots:
-        slot.close()
-        if forget:
-            _SLOTS.pop(key)
-    return sum(s.built for _, s in slots)
+    slot = _SLOTS.pop(run_dir, None) if forget else _SLOTS.get(run_dir)
+    if slot is None:
+        return 0
+    slot.close()
+    return slot.built
 
 
 def resolve_engine(name: str) -> str:

@@ -54,7 +54,7 @@ class EngineSlot:
 
     The loop samples one policy in consecutive stages (the SFT policy for the baseline, its own
     evaluation and round 1's candidates; round r's policy for its evaluation and round r+1's
-    candidates). A vLLM engine costs 30-60 s to start, so reusing it halves the starts. Asking
+    candidates). A vLLM engine costs 40-60 s to start, so reusing it halves the starts. Asking
     for another model, or ``close()`` (before training, which needs the memory), shuts the held
     engine down first, so two engines never hold GPU memory at once.
     """
