@@ -21,7 +21,7 @@ from prefect.cache_policies import NO_CACHE
 from evaluators.winrate import summarize
 from flows import progress, stages
 from pipeline.curriculum import ChunkConfig
-from pipeline.engines_factory import EngineSlot
+from pipeline.engines_factory import EngineSlot, make_engine
 from pipeline.pairs import PairConfig
 from pipeline.prompts import load_prompts
 from pipeline.run import RunDir
@@ -39,8 +39,6 @@ _SLOTS: dict[str, EngineSlot] = {}
 
 def _engine_factory(ctx: Context):
     """A ``model_dir -> engine`` factory that reuses the run's engine while the model is the same."""
-    from pipeline.engines_factory import make_engine
-
     if ctx.run_dir not in _SLOTS:  # threads: transformers only
         _SLOTS[ctx.run_dir] = EngineSlot(lambda model_dir: make_engine(ctx.engine, model_dir, threads=2))
     return _SLOTS[ctx.run_dir].get
