@@ -17,6 +17,7 @@ from pathlib import Path
 import polars as pl
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
+from prefect.states import Completed, State
 
 from evaluators.winrate import summarize
 from flows import progress, stages
@@ -94,11 +95,23 @@ def _prompts(path: str, limit: int) -> tuple[Path, pl.DataFrame]:
     return Path(path), (df.head(limit) if limit else df)
 
 
-def _logged(ctx: Context, round_: int, stage: str, fn, *args):
+def _logged(ctx: Context, round_: int, stage: str, fn, *args) -> tuple[str, bool]:
+    """Run a cached stage function, log its time and whether the cache served it; (output path, cached)."""
     t0 = time.time()
     path, cached = fn(*args)
     ctx.run.log_metric(round=round_, stage=stage, seconds=round(time.time() - t0, 2), cached=cached, output=str(path))
-    return path
+    return str(path), cached
+
+
+def _result(value, cached: bool):
+    """A task's return value; when our content-keyed stage cache served it, a Completed state named
+    "Cached" instead, so Prefect's UI and API show which stages a re-run reused."""
+    return Completed(name="Cached", data=value, message="served from the workspace stage cache") if cached else value
+
+
+def _value(out):
+    """What a stage task produced: calling a task that returned a state gives the state itself."""
+    return out.result() if isinstance(out, State) else out
 
 
 @task(name="init-policy", cache_policy=NO_CACHE)
@@ -118,46 +131,49 @@ def sample_task(ctx: Context, round_: int, prompts_path: str, limit: int, model_
     path, prompts = _prompts(prompts_path, limit)
     cfg = SampleConfig(n=n, temperature=temperature, max_tokens=ctx.cfg.max_tokens, seed=seed)
     bar = lambda: progress.sampling_bar(f"round {round_}: sample {label} ({ctx.engine})", prompts.height)  # noqa: E731
-    return str(_logged(ctx, round_, f"sample:{label}", stages.sample_stage, ctx.cache, path, prompts,
-                       Path(model_dir), cfg, ctx.engine, _engine_factory(ctx), label, bar))
+    out, cached = _logged(ctx, round_, f"sample:{label}", stages.sample_stage, ctx.cache, path, prompts,
+                          Path(model_dir), cfg, ctx.engine, _engine_factory(ctx), label, bar)
+    return _result(out, cached)
 
 
 @task(name="judge", cache_policy=NO_CACHE)
 def judge_task(ctx: Context, round_: int, candidates: str) -> str:
-    return str(_logged(ctx, round_, "judge", stages.judge_stage, ctx.cache, Path(candidates)))
+    return _result(*_logged(ctx, round_, "judge", stages.judge_stage, ctx.cache, Path(candidates)))
 
 
 @task(name="pairs", cache_policy=NO_CACHE)
 def pairs_task(ctx: Context, round_: int, candidates: str, scores: str) -> str:
-    return str(_logged(ctx, round_, "pairs", stages.pairs_stage, ctx.cache, Path(candidates), Path(scores),
-                       PairConfig(min_margin=ctx.cfg.min_margin, pairs_per_prompt=ctx.cfg.pairs_per_prompt)))
+    return _result(*_logged(ctx, round_, "pairs", stages.pairs_stage, ctx.cache, Path(candidates), Path(scores),
+                            PairConfig(min_margin=ctx.cfg.min_margin, pairs_per_prompt=ctx.cfg.pairs_per_prompt)))
 
 
 @task(name="chunks", cache_policy=NO_CACHE)
 def chunks_task(ctx: Context, round_: int, pairs: str, model_dir: str) -> str:
     cfg = ChunkConfig(chunks=ctx.cfg.chunks, method=ctx.cfg.curriculum, seed=ctx.cfg.seed)
-    return str(_logged(ctx, round_, "chunks", stages.chunks_stage, ctx.cache, Path(pairs), Path(model_dir), cfg, 192))
+    return _result(*_logged(ctx, round_, "chunks", stages.chunks_stage, ctx.cache, Path(pairs), Path(model_dir),
+                            cfg, 192))
 
 
 @task(name="train", cache_policy=NO_CACHE)
 def train_task(ctx: Context, round_: int, chunks: str, model_dir: str) -> str:
     release_engines(ctx.run_dir)  # training needs the memory a held sampling engine has
     with progress.stage(f"round {round_}: {ctx.cfg.schedule} training ({ctx.cfg.loss}, {ctx.cfg.chunks} chunks)"):
-        return str(_logged(ctx, round_, "train", stages.train_stage, ctx.cache, Path(chunks), Path(model_dir),
-                           ctx.cfg.dpo_config(round_), ctx.cfg.schedule, ctx.cfg.launcher_config()))
+        return _result(*_logged(ctx, round_, "train", stages.train_stage, ctx.cache, Path(chunks),
+                                Path(model_dir), ctx.cfg.dpo_config(round_), ctx.cfg.schedule,
+                                ctx.cfg.launcher_config()))
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
 def evaluate_task(ctx: Context, round_: int, model_cands: str, baseline_cands: str) -> dict:
-    path = _logged(ctx, round_, "judgments", stages.judge_pairwise_stage, ctx.cache, Path(model_cands),
-                   Path(baseline_cands))
+    path, cached = _logged(ctx, round_, "judgments", stages.judge_pairwise_stage, ctx.cache, Path(model_cands),
+                           Path(baseline_cands))
     summary = summarize(read_table(path)).to_dict()
     summary.pop("per_repeat", None)
-    m_scores, _ = stages.judge_stage(ctx.cache, Path(model_cands))
+    m_scores, scores_cached = stages.judge_stage(ctx.cache, Path(model_cands))
     summary["rule_pass_rate"] = float(read_table(m_scores, SCORES)["score"].mean())
     summary["eval_scores"] = str(m_scores)
     summary["judgments"] = str(path)
-    return summary
+    return _result(summary, cached and scores_cached)
 
 
 def _pair_stats(pairs_path: str) -> dict:
@@ -168,15 +184,15 @@ def _pair_stats(pairs_path: str) -> dict:
 def round_flow(ctx: Context, round_: int, policy: str, baseline_eval: str) -> dict:
     """One on-policy round: sample -> judge -> pairs -> chunks -> sDPO -> evaluate vs SFT."""
     cfg = ctx.cfg
-    cands = sample_task(ctx, round_, cfg.train_prompts, cfg.train_prompts_limit, policy, cfg.n, cfg.temperature,
-                        cfg.seed * 7919 + round_, f"round{round_}-train")
-    scores = judge_task(ctx, round_, cands)
-    pairs = pairs_task(ctx, round_, cands, scores)
-    chunks = chunks_task(ctx, round_, pairs, policy)
-    new_policy = train_task(ctx, round_, chunks, policy)
-    model_eval = sample_task(ctx, round_, cfg.eval_prompts, cfg.eval_prompts_limit, new_policy, cfg.eval_repeats,
-                             cfg.eval_temperature, EVAL_SEED_MODEL, f"round{round_}")
-    summary = evaluate_task(ctx, round_, model_eval, baseline_eval)
+    cands = _value(sample_task(ctx, round_, cfg.train_prompts, cfg.train_prompts_limit, policy, cfg.n,
+                               cfg.temperature, cfg.seed * 7919 + round_, f"round{round_}-train"))
+    scores = _value(judge_task(ctx, round_, cands))
+    pairs = _value(pairs_task(ctx, round_, cands, scores))
+    chunks = _value(chunks_task(ctx, round_, pairs, policy))
+    new_policy = _value(train_task(ctx, round_, chunks, policy))
+    model_eval = _value(sample_task(ctx, round_, cfg.eval_prompts, cfg.eval_prompts_limit, new_policy,
+                                    cfg.eval_repeats, cfg.eval_temperature, EVAL_SEED_MODEL, f"round{round_}"))
+    summary = _value(evaluate_task(ctx, round_, model_eval, baseline_eval))
     stats = _pair_stats(pairs)
     train_pass = float(read_table(scores, SCORES)["score"].mean())
     return {"round": round_, "stage": cfg.schedule if cfg.schedule == "dpo" else "sDPO", "policy": new_policy,
@@ -202,11 +218,12 @@ def _rounds(ctx: Context) -> list[dict]:
     cfg = ctx.cfg
     policy = init_policy_task(ctx)
     k, lim = cfg.eval_repeats, cfg.eval_prompts_limit
-    baseline_eval = sample_task(ctx, 0, cfg.eval_prompts, lim, policy, k, cfg.eval_temperature, EVAL_SEED_BASELINE,
-                                "sft-baseline")
-    sft_eval = sample_task(ctx, 0, cfg.eval_prompts, lim, policy, k, cfg.eval_temperature, EVAL_SEED_MODEL, "sft")
+    baseline_eval = _value(sample_task(ctx, 0, cfg.eval_prompts, lim, policy, k, cfg.eval_temperature,
+                                       EVAL_SEED_BASELINE, "sft-baseline"))
+    sft_eval = _value(sample_task(ctx, 0, cfg.eval_prompts, lim, policy, k, cfg.eval_temperature, EVAL_SEED_MODEL,
+                                  "sft"))
     rows = [{"round": 0, "stage": "SFT", "policy": policy, "pairs": None,
-             "artifacts": {"eval_candidates": sft_eval}, **evaluate_task(ctx, 0, sft_eval, baseline_eval)}]
+             "artifacts": {"eval_candidates": sft_eval}, **_value(evaluate_task(ctx, 0, sft_eval, baseline_eval))}]
     for r in range(1, cfg.rounds + 1):
         rows.append(round_flow(ctx, r, policy, baseline_eval))
         policy = rows[-1]["policy"]

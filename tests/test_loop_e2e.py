@@ -8,9 +8,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import polars as pl
@@ -129,3 +131,10 @@ def test_killed_loop_resumes_without_redoing_finished_stages(tmp_path, sft_polic
     computed = [(m["round"], m["stage"]) for m in _metrics(run) if m.get("cached") is False]
     assert len(computed) == len(set(computed)), "a stage was computed twice"
     assert any(m.get("stage") == "round_done" for m in after)
+    # Prefect shows the reused stages as Cached (its own database, as the UI reads it)
+    with closing(sqlite3.connect(tmp_path / "prefect" / "prefect.db")) as db:
+        runs = db.execute("SELECT name, state_name FROM task_run").fetchall()
+    cached = {name.rsplit("-", 1)[0] for name, state in runs if state == "Cached"}
+    assert {"sample", "judge", "pairs", "evaluate"} <= cached, runs
+    assert "Completed" in {state for name, state in runs if name.startswith("train-")}, runs
+    assert "train" not in cached  # the killed training ran again
