@@ -27,13 +27,14 @@ from flows.flow_configs import RefreshConfig
 from flows.resume import bind, content_policy
 from pipeline.curriculum import ChunkConfig
 from pipeline.datasets_store import DatasetStore, load_prompt_source
+from pipeline.engines_factory import EngineSlot
 from pipeline.pairs import PairConfig
 from pipeline.prompts import load_prompts
 from pipeline.sample import SampleConfig, derive_seed
 from pipeline.schemas import CHUNKS, PAIRS, PROMPTS
 from pipeline.store import StageCache, content_key, frame_hash, read_table, write_table
 
-_ENGINES: dict[tuple[str, str], object] = {}
+_SLOTS: dict[str, EngineSlot] = {}
 _ENGINE_LOCK = threading.Lock()
 
 
@@ -52,16 +53,25 @@ class _OneAtATime:
         with _ENGINE_LOCK:
             return self.engine.generate(prompts, cfg, shard_seed)
 
+    def close(self) -> None:
+        if hasattr(self.engine, "close"):
+            self.engine.close()
+
 
 def make_engine(name: str, model_dir: Path):
-    """The sampling engine for ``model_dir``, loaded once per process and shared by shards."""
+    """The sampling engine for ``model_dir``, shared by this process's shards.
+
+    It stays loaded for the next run of the same policy (a served, scheduled flow skips the
+    engine start); sampling another policy, or with another engine, shuts it down first, so a
+    long-lived worker holds one engine rather than one per policy it ever sampled.
+    """
     from pipeline.engines_factory import make_engine as build_engine
 
-    key = (name, str(Path(model_dir).resolve()))
     with _ENGINE_LOCK:
-        if key not in _ENGINES:  # threads: transformers only
-            _ENGINES[key] = _OneAtATime(build_engine(name, model_dir, threads=2))
-        return _ENGINES[key]
+        for other in [n for n in _SLOTS if n != name]:
+            _SLOTS.pop(other).close()
+        slot = _SLOTS.setdefault(name, EngineSlot(lambda d: _OneAtATime(build_engine(name, d, threads=2))))
+        return slot.get(model_dir)
 
 
 def _cache(workspace: str) -> StageCache:

@@ -175,3 +175,24 @@ def test_winrate_report_flow(prefect_harness, tiny_random_policy, tmp_path, coun
     assert task_run_states(state.state_details.flow_run_id, expected=2)["evaluate"] == ["Cached"]
     history = load_history(ws / "history.parquet")
     assert history.height == 2 and history["stage"].to_list() == ["test", "test"]
+
+
+def test_refresh_keeps_one_engine_per_process(tiny_random_policy, tmp_path, monkeypatch):
+    """Shards of one policy share its engine, which stays for the next run of that policy; another
+    policy shuts it down first, so a long-serving worker does not pile up engines."""
+    import shutil
+
+    import flows.refresh as refresh
+
+    monkeypatch.setattr(refresh, "_SLOTS", {})
+    closed = []
+    monkeypatch.setattr(refresh._OneAtATime, "close", lambda self: closed.append(self))
+    other = tmp_path / "other"
+    shutil.copytree(tiny_random_policy, other)
+    first = refresh.make_engine("transformers", tiny_random_policy)
+    assert refresh.make_engine("transformers", Path(str(tiny_random_policy))) is first and closed == []
+    second = refresh.make_engine("transformers", other)
+    assert second is not first and closed == [first]
+    assert refresh._SLOTS["transformers"].built == 2
+    refresh._SLOTS["transformers"].close()
+    assert closed == [first, second]
