@@ -25,6 +25,7 @@ import asyncio
 import json
 import os
 import random
+import shlex
 import statistics
 import sys
 import tempfile
@@ -104,7 +105,7 @@ def run_prefwork(base_url: str, model: str, prompts: list[str], max_tokens: int,
     return len(prompts) / dt
 
 
-def start_server(workdir: Path):
+def start_server(workdir: Path, extra_args: tuple[str, ...] = ()):
     """Build the tiny random policy and start vLLM on it, pinned to core 0. Returns (proc, base_url, model)."""
     import socket
     import subprocess
@@ -120,7 +121,7 @@ def start_server(workdir: Path):
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir), "--host", "127.0.0.1",
            "--port", str(port), "--dtype", "float32", "--max-model-len", "256", "--seed", "0",
-           "--disable-log-stats", "--no-enable-prefix-caching"]
+           "--disable-log-stats", "--no-enable-prefix-caching", *extra_args]
     ncpu = os.cpu_count() or 1
     if ncpu >= 2 and shutil_which("taskset"):
         cmd = ["taskset", "-c", "0"] + cmd
@@ -161,6 +162,8 @@ def main(argv=None) -> int:
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--prompt-words", type=int, default=24, help="fixed prompt length (words from a fixed list)")
     ap.add_argument("--max-tokens", type=int, default=2)
+    ap.add_argument("--server-args", default="", help="extra vLLM server options for the bench's own server, "
+                    "e.g. '--distributed-executor-backend mp' (quote them as one string)")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
     args = ap.parse_args(argv)
     n = args.requests or (96 if args.smoke else 512)
@@ -176,7 +179,7 @@ def main(argv=None) -> int:
                 from openai import OpenAI
                 model = OpenAI(base_url=base_url, api_key="EMPTY").models.list().data[0].id
         else:
-            proc, base_url, model = start_server(workdir)
+            proc, base_url, model = start_server(workdir, tuple(shlex.split(args.server_args)))
         if proc is not None and (os.cpu_count() or 1) >= 2 and hasattr(os, "sched_setaffinity"):
             os.sched_setaffinity(0, {1})  # the client on the other core
         run_bare_async(base_url, model, make_prompts(32, args.prompt_words, 99), args.max_tokens, args.concurrency)
