@@ -22,3 +22,16 @@ def test_round_training_config_carries_the_loop_settings():
 def test_settings_that_cannot_run_are_refused_up_front(field, value, words):
     with pytest.raises(ValueError, match=f"--{field.replace('_', '-')} must be {words}"):
         LoopConfig(**{field: value})
+
+
+def test_results_title_counts_the_stages_this_invocation_took_from_the_cache(tmp_path):
+    from flows.commands.loop import _reused
+    from pipeline.run import RunDir
+
+    run, since = RunDir(tmp_path), 1000.0
+    run.log_metric(stage="judge", cached=False, time=since - 60)  # an earlier, killed invocation
+    for stage, cached in (("sample", True), ("judge", True), ("train", False)):
+        run.log_metric(stage=stage, cached=cached, time=since + 1)
+    run.log_metric(stage="round_done", win_rate=0.6, time=since + 2)
+    assert _reused(tmp_path, since) == "; 2 of 3 stages from the cache"
+    assert _reused(tmp_path, since + 10) == ""

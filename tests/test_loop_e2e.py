@@ -128,6 +128,7 @@ def test_killed_loop_resumes_without_redoing_finished_stages(tmp_path, sft_polic
     for key in done:  # every stage finished before the kill came back from the cache
         assert stages[key] is True, f"{key} ran again after the resume"
     assert stages[(1, "train")] is False  # the killed stage ran (resuming from its checkpoints)
+    assert f"{sum(stages.values())} of {len(stages)} stages from the cache" in again.stdout + again.stderr
     computed = [(m["round"], m["stage"]) for m in _metrics(run) if m.get("cached") is False]
     assert len(computed) == len(set(computed)), "a stage was computed twice"
     assert any(m.get("stage") == "round_done" for m in after)

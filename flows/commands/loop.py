@@ -58,6 +58,13 @@ def run(args: argparse.Namespace) -> int:
         rows = iterative_dpo(config=asdict(cfg), run_dir=str(run_dir.path))
     elapsed = time.time() - t0
     report = write_outputs(run_dir.path, rows, asdict(cfg), Path(cfg.workspace), elapsed)
-    progress.console.print(results_table(rows, f"prefwork loop ({elapsed:.0f} s)"))
+    progress.console.print(results_table(rows, f"prefwork loop ({elapsed:.0f} s{_reused(run_dir.path, t0)})"))
     progress.console.print(f"report: {report}")
     return 0
+
+
+def _reused(run_dir: Path, since: float) -> str:
+    """``"; 12 of 15 stages from the cache"`` for the stages this invocation ran, or ``""`` if none was."""
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    flags = [m["cached"] for m in map(json.loads, filter(None, lines)) if "cached" in m and m["time"] >= since]
+    return f"; {sum(flags)} of {len(flags)} stages from the cache" if any(flags) else ""
