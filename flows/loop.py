@@ -118,11 +118,8 @@ def _value(out):
 def init_policy_task(ctx: Context) -> str:
     if ctx.cfg.policy:
         return ctx.cfg.policy
-    from train.sft import init_policy
-    t0 = time.time()
-    path = init_policy(ctx.cache_root, ctx.cfg.corpus)
-    ctx.run.log_metric(round=0, stage="init_policy", seconds=round(time.time() - t0, 2), output=str(path))
-    return str(path)
+    from train.sft import init_policy_cached
+    return _result(*_logged(ctx, 0, "init_policy", init_policy_cached, ctx.cache_root, ctx.cfg.corpus))
 
 
 @task(name="sample", cache_policy=NO_CACHE)
@@ -216,7 +213,7 @@ def iterative_dpo(config: dict, run_dir: str) -> list[dict]:
 
 def _rounds(ctx: Context) -> list[dict]:
     cfg = ctx.cfg
-    policy = init_policy_task(ctx)
+    policy = _value(init_policy_task(ctx))
     k, lim = cfg.eval_repeats, cfg.eval_prompts_limit
     baseline_eval = _value(sample_task(ctx, 0, cfg.eval_prompts, lim, policy, k, cfg.eval_temperature,
                                        EVAL_SEED_BASELINE, "sft-baseline"))

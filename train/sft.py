@@ -88,6 +88,12 @@ def init_policy(cache_root: str | Path, corpus_path: str | Path,
 
     A second call with the same corpus and configs returns the cached directory at once.
     """
+    return init_policy_cached(cache_root, corpus_path, policy_cfg, sft_cfg)[0]
+
+
+def init_policy_cached(cache_root: str | Path, corpus_path: str | Path, policy_cfg: PolicyConfig | None = None,
+                       sft_cfg: SFTConfig | None = None) -> tuple[Path, bool]:
+    """``init_policy`` that also says whether the cache served the policy: ``(model dir, cached)``."""
     policy_cfg, sft_cfg = policy_cfg or PolicyConfig(), sft_cfg or SFTConfig()
     key = content_key("init_policy", {"corpus": file_hash(corpus_path)},
                       {"policy": asdict(policy_cfg), "sft": asdict(sft_cfg)})
@@ -100,5 +106,5 @@ def init_policy(cache_root: str | Path, corpus_path: str | Path,
         shutil.rmtree(tmp / "model" / "checkpoints", ignore_errors=True)
         shutil.rmtree(tmp / "init", ignore_errors=True)
 
-    entry, _ = StageCache(cache_root).run("policy", key, produce)
-    return entry / "model"
+    entry, cached = StageCache(cache_root).run("policy", key, produce)
+    return entry / "model", cached
