@@ -163,7 +163,7 @@ def main(argv=None) -> int:
     ap.add_argument("--prompt-words", type=int, default=24, help="fixed prompt length (words from a fixed list)")
     ap.add_argument("--max-tokens", type=int, default=2)
     ap.add_argument("--server-args", default="", help="extra vLLM server options for the bench's own server, "
-                    "e.g. '--distributed-executor-backend mp' (quote them as one string)")
+                    "e.g. '--enforce-eager' (quote them as one string)")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
     args = ap.parse_args(argv)
     n = args.requests or (96 if args.smoke else 512)

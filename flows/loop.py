@@ -128,9 +128,8 @@ def sample_task(ctx: Context, round_: int, prompts_path: str, limit: int, model_
     path, prompts = _prompts(prompts_path, limit)
     cfg = SampleConfig(n=n, temperature=temperature, max_tokens=ctx.cfg.max_tokens, seed=seed)
     bar = lambda: progress.sampling_bar(f"round {round_}: sample {label} ({ctx.engine})", prompts.height)  # noqa: E731
-    out, cached = _logged(ctx, round_, f"sample:{label}", stages.sample_stage, ctx.cache, path, prompts,
-                          Path(model_dir), cfg, ctx.engine, _engine_factory(ctx), label, bar)
-    return _result(out, cached)
+    return _result(*_logged(ctx, round_, f"sample:{label}", stages.sample_stage, ctx.cache, path, prompts,
+                            Path(model_dir), cfg, ctx.engine, _engine_factory(ctx), label, bar))
 
 
 @task(name="judge", cache_policy=NO_CACHE)
