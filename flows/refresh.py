@@ -61,9 +61,10 @@ class _OneAtATime:
 def make_engine(name: str, model_dir: Path):
     """The sampling engine for ``model_dir``, shared by this process's shards.
 
-    It stays loaded for the next run of the same policy (a served, scheduled flow skips the
-    engine start); sampling another policy, or with another engine, shuts it down first, so a
-    long-lived worker holds one engine rather than one per policy it ever sampled.
+    It stays loaded for a later run of the same policy in this process (a script or notebook
+    calling the flow again skips the engine start; a served deployment runs each flow run in its
+    own process); sampling another policy, or with another engine, shuts it down first, so a
+    long-lived process holds one engine rather than one per policy it ever sampled.
     """
     from pipeline.engines_factory import make_engine as build_engine
 

@@ -179,7 +179,7 @@ def test_winrate_report_flow(prefect_harness, tiny_random_policy, tmp_path, coun
 
 def test_refresh_keeps_one_engine_per_process(tiny_random_policy, tmp_path, monkeypatch):
     """Shards of one policy share its engine, which stays for the next run of that policy; another
-    policy shuts it down first, so a long-serving worker does not pile up engines."""
+    policy shuts it down first, so a long-lived process does not pile up engines."""
     import shutil
 
     import flows.refresh as refresh
