@@ -25,6 +25,7 @@ def test_two_processes_match_one_process(tmp_path, inputs, monkeypatch):  # noqa
     one = launch_training(TWO_PROCESS, overrides={**common, "batch_size": 8, "launcher.mode": "local"},
                           run_dir=tmp_path / "one", echo=None)
     assert "--num_processes" in two.command and two.command[two.command.index("--num_processes") + 1] == "2"
+    assert two.command[two.command.index("--main_process_port") + 1] == "0"  # a free port, not a fixed 29500
     assert json.loads((tmp_path / "two" / "result.json").read_text())["world_size"] == 2
     m1, m2 = read_metrics(tmp_path / "one" / "train"), read_metrics(tmp_path / "two" / "train")
     assert [m["step"] for m in m1] == [m["step"] for m in m2] == [1, 2, 3, 4]

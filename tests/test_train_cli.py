@@ -105,6 +105,17 @@ def test_dry_run_of_a_scheduler_template(inputs):
                                            "launcher.command": "sbatch {cfg}"}, dry_run=True)
 
 
+
+def test_a_failing_command_shows_the_end_of_its_log(tmp_path, inputs):
+    """A launched command that fails raises with its log's last lines: CI output and a user's terminal explain it."""
+    policy, pairs = inputs
+    template = "{python} -c \"import sys; print('line one'); sys.exit('rendezvous on port 29500 refused')\""
+    with pytest.raises(RuntimeError, match="exit code 1") as err:
+        launch_training(RECIPE, overrides={"model": str(policy), "data": str(pairs), "launcher.mode": "command",
+                                           "launcher.command": template}, run_dir=tmp_path / "run", echo=None)
+    assert "line one" in str(err.value) and "port 29500 refused" in str(err.value)
+    assert "port 29500 refused" in (tmp_path / "run" / "train.log").read_text()
+
 # -- slow: a real run through the CLI, the benchmark's smoke mode ----------------------------------
 
 @pytest.mark.slow

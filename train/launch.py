@@ -120,7 +120,10 @@ def accelerate_command(spec: TrainSpec, config_path: Path) -> list[str]:
     """``accelerate launch ... -m train.launch_entry --config CONFIG`` for this spec.
 
     With ``cpu`` and N > 1 processes the command uses ``--multi_gpu`` (torchrun) and the entry
-    starts gloo CPU processes: accelerate 1.x's ``--cpu`` alone runs a single process.
+    starts gloo CPU processes: accelerate 1.x's ``--cpu`` alone runs a single process. Without an
+    accelerate config a multi-process run asks for ``--main_process_port 0`` (a free port) instead
+    of torchrun's fixed 29500, so two runs on one host (two CI jobs, a loop and a sweep) do not
+    race for the same rendezvous port.
     """
     la = spec.launcher
     exe = Path(sys.executable).with_name("accelerate")
@@ -134,6 +137,8 @@ def accelerate_command(spec: TrainSpec, config_path: Path) -> list[str]:
     if not la.accelerate_config:
         cmd += ["--num_machines", "1", "--dynamo_backend", "no"]
         cmd += ["--mixed_precision", la.mixed_precision or "no"]
+        if (la.num_processes or 1) > 1 and "--main_process_port" not in la.extra_args:
+            cmd += ["--main_process_port", "0"]
     elif la.mixed_precision:
         cmd += ["--mixed_precision", la.mixed_precision]
     return cmd + list(la.extra_args) + [*ENTRY, "--config", str(config_path)]
@@ -205,6 +210,12 @@ def _stream(cmd: list[str] | str, env: dict[str, str], log_path: Path, echo: Cal
             raise
 
 
+def _tail(path: Path, lines: int = 25) -> str:
+    """The last ``lines`` lines of a log, indented, for an error message that explains itself."""
+    text = path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
+    return "\n".join("    " + line for line in text)
+
+
 def _inputs(spec: TrainSpec) -> dict[str, str]:
     found = {spec.data: file_hash(spec.data)}
     for path in (spec.model, spec.reference):
@@ -261,7 +272,8 @@ def launch_training(config: str | Path | dict | TrainSpec, *, overrides: dict[st
             env["ACCELERATE_USE_CPU"] = "true"
         rc = _stream(cmd, env, log_path, echo)
         if rc != 0:
-            raise RuntimeError(f"training command failed with exit code {rc}; see {log_path}")
+            raise RuntimeError(f"training command failed with exit code {rc}; see {log_path}; its last lines:\n"
+                               + _tail(log_path))
     result_path = rd.path / RESULT_FILE
     if not result_path.exists():  # e.g. a scheduler that returned before the job ran (use sbatch --wait)
         raise RuntimeError(f"the training command returned without writing {result_path}; see {log_path}")
