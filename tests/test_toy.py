@@ -1,7 +1,7 @@
 """The 3D-properties toy (train.toy): mechanics, files, and the paper's effects over 5 seeds.
 
 The multi-seed tests run the documented default ToyConfig (beta 0.1, Adam, lr 1e-3, 300 steps,
-MLP width 64, SFT targets likely 0.4 / unlikely 0.02) for seeds 0..4; nothing is tuned per seed.
+MLP width 128, SFT targets likely 0.4 / unlikely 0.02) for seeds 0..4; nothing is tuned per seed.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from train.toy import SCENARIOS, ToyConfig, run_toy, sft_targets, simulate
+from train.toy_findings import check_findings
 from train.toy_plots import PANELS, scenario_curves, scenario_figure
 
 SEEDS = (0, 1, 2, 3, 4)
@@ -74,6 +75,28 @@ def test_run_toy_writes_summary_tables_and_plots_of_the_same_numbers(tmp_path):
                 np.testing.assert_allclose(ydata, result.histories[(0, scenario, loss)][name])
 
 
+def _history(chosen: list[float], outside: float) -> dict:
+    """A hand-made history: p(chosen) per step, constant other series."""
+    c = np.array(chosen)
+    flat = np.full_like(c, 0.1)
+    return {"chosen": c, "rejected": flat, "unseen": flat, "outside": np.full_like(c, outside),
+            "chosen_logp": np.log(c), "rejected_logp": np.log(flat)}
+
+
+def test_findings_count_seeds_and_skip_what_the_run_cannot_compare():
+    """Seed 0: on-policy drops 0.1 against 0.3 (holds); seed 1: 0.4 against 0.1 (fails). Findings
+    that need rejected_likely, off_policy or dpo_sft do not apply to these runs."""
+    runs = {(0, "on_policy", "dpo"): _history([0.4, 0.9, 0.8], 0.1),
+            (0, "chosen_likely", "dpo"): _history([0.4, 0.9, 0.6], 0.3),
+            (1, "on_policy", "dpo"): _history([0.4, 0.9, 0.5], 0.4),
+            (1, "chosen_likely", "dpo"): _history([0.4, 0.9, 0.8], 0.1)}
+    rows = {r["finding"].split(":")[0].split(" (")[0]: r for r in check_findings(runs)}
+    assert set(rows) == {"degradation", "dispersion", "on-policy loses less of the chosen peak than chosen_likely"}
+    row = rows["on-policy loses less of the chosen peak than chosen_likely"]
+    assert (row["held"], row["seeds"], row["failing"]) == (1, 2, [1])
+    assert rows["degradation"]["failing"] == [0, 1]  # a peak 1 step before the end is no degradation
+
+
 @pytest.fixture(scope="module")
 def paper_runs():
     """The default (paper) settings, 5 seeds, dpo and dpo_sft: (seed, scenario, loss) -> series."""
@@ -124,48 +147,57 @@ def test_dpo_sft_keeps_the_chosen_answer_more_likely_than_dpo(paper_runs):
             assert dpo_sft > dpo, (seed, scenario, dpo, dpo_sft)
 
 
+def _drop(h: dict) -> float:
+    """Degradation: peak minus final p(chosen)."""
+    return float(h["chosen"].max() - h["chosen"][-1])
+
+
 @pytest.mark.slow
 def test_dpo_on_policy_rejected_softens_degradation_and_dispersion(paper_runs):
-    """The paper's on-policy effect, as a matched comparison over the 5 seeds: the same likely
-    chosen start (0.4), with the rejected answer likely too (on_policy, as when both are sampled
-    from the model) vs unlikely (chosen_likely, an off-policy rejected). On-policy data loses less
-    of the chosen peak, ends with the chosen answer more likely, and leaves less mass outside it,
-    on the mean over seeds (seed 2 alone goes the other way: see the xfail below)."""
-    def mean(scenario: str, stat) -> float:
-        return float(np.mean([stat(paper_runs[(seed, scenario, "dpo")]) for seed in SEEDS]))
-
-    for stat in (lambda h: h["chosen"].max() - h["chosen"][-1], lambda h: h["outside"][-1]):
-        assert mean("on_policy", stat) < mean("chosen_likely", stat)
-    assert mean("on_policy", lambda h: h["chosen"][-1]) > mean("chosen_likely", lambda h: h["chosen"][-1])
+    """The paper's on-policy effect as a matched comparison, seed by seed: the same likely chosen
+    start (0.4), with the rejected answer likely too (on_policy, as when both are sampled from the
+    model) vs unlikely (chosen_likely, an off-policy rejected). On-policy data loses less of the
+    chosen peak, ends with the chosen answer more likely, and leaves less mass outside the pair."""
+    for seed in SEEDS:
+        on, off = paper_runs[(seed, "on_policy", "dpo")], paper_runs[(seed, "chosen_likely", "dpo")]
+        assert _drop(on) < _drop(off), (seed, _drop(on), _drop(off))
+        assert on["chosen"][-1] > off["chosen"][-1], seed
+        assert on["outside"][-1] < off["outside"][-1], seed
 
 
 @pytest.mark.slow
-def test_dpo_on_policy_degrades_less_on_the_median_of_ten_seeds():
-    """The matched comparison above on seeds 0..9: the median peak-to-final drop of p(chosen) is
-    smaller from the on-policy start (measured 0.05 vs 0.18), though 4 of the 10 seeds go the
-    other way (2, 5, 8, 9), so no single seed is evidence either way."""
-    runs = simulate(ToyConfig(seeds=tuple(range(10)), losses=("dpo",), scenarios=("on_policy", "chosen_likely")))
-
-    def median_drop(scenario: str) -> float:
-        return float(np.median([runs[(s, scenario, "dpo")]["chosen"].max() - runs[(s, scenario, "dpo")]["chosen"][-1]
-                                for s in range(10)]))
-
-    assert median_drop("on_policy") < median_drop("chosen_likely") - 0.05
+def test_dpo_on_policy_ends_best_of_the_four_starts(paper_runs):
+    """Seed by seed, after DPO the on-policy start has the most likely chosen answer and the least
+    mass outside the pair of all four starts."""
+    for seed in SEEDS:
+        final = {s: paper_runs[(seed, s, "dpo")]["chosen"][-1] for s in SCENARIOS}
+        outside = {s: paper_runs[(seed, s, "dpo")]["outside"][-1] for s in SCENARIOS}
+        assert max(final, key=final.get) == "on_policy", (seed, final)
+        assert min(outside, key=outside.get) == "on_policy", (seed, outside)
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="Not reproduced seed by seed: under DPO the on-policy start "
-                   "(chosen and rejected likely) degrades least on the mean over seeds against the same "
-                   "chosen start (test above), but its peak-to-final drop of p(chosen) varies a lot with "
-                   "the seed, and the starts with an unlikely chosen answer barely rise, so they cannot "
-                   "drop. Seed 2 (and seed 5, checked apart) loses to the likely-chosen/unlikely-rejected "
-                   "start under every definition tried (peak or start minus final, relative, log), and on the "
-                   "peak-to-final drop seeds 8 and 9 of 0..9 lose too (see the median test); the "
-                   "paper's accessible text defines neither degradation nor a ranking of the four starts. "
-                   "Kept as a record of the gap.")
-def test_dpo_on_policy_degrades_least(paper_runs):
+def test_dpo_on_policy_degrades_less_on_held_out_seeds():
+    """The matched comparison on seeds 10..39, which played no part in choosing the settings (the
+    MLP width was chosen on seeds 0..9): it holds on at least 27 of the 30 (measured: 29, all but
+    seed 38; at the old width 64 it held on 21)."""
+    seeds = tuple(range(10, 40))
+    runs = simulate(ToyConfig(seeds=seeds, losses=("dpo",), scenarios=("on_policy", "chosen_likely")))
+    held = [s for s in seeds if _drop(runs[(s, "on_policy", "dpo")]) < _drop(runs[(s, "chosen_likely", "dpo")])]
+    assert len(held) >= 27, sorted(set(seeds) - set(held))
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="Not reproduced: the smallest peak-to-final drop of p(chosen) among "
+                   "all four starts. The on-policy start beats the same chosen start with an unlikely "
+                   "rejected answer seed by seed (tests above), but the rejected_likely start (chosen 0.02, "
+                   "rejected 0.4) drops less still on most seeds (measured on seeds 0..9: on-policy least on "
+                   "2; on 4 with a relative, log or share-of-gain drop; on 2-3 with 600 or 1000 steps): its "
+                   "chosen answer rises late, to about 0.35, on the mass the rejected answer gives up, and "
+                   "barely falls. The paper's accessible text defines neither degradation nor a ranking of "
+                   "the four starts. Kept as a record of the gap.")
+def test_dpo_on_policy_has_the_smallest_drop_of_all_four_starts(paper_runs):
     """Degradation = peak p(chosen) - final p(chosen); on_policy should have the smallest."""
     for seed in SEEDS:
-        drop = {s: paper_runs[(seed, s, "dpo")]["chosen"].max() - paper_runs[(seed, s, "dpo")]["chosen"][-1]
-                for s in SCENARIOS}
+        drop = {s: _drop(paper_runs[(seed, s, "dpo")]) for s in SCENARIOS}
         assert drop["on_policy"] == min(drop.values()), (seed, drop)

@@ -38,6 +38,11 @@ def test_prefwork_toy_writes_pngs_and_the_summary(tmp_path, capsys):
     assert json.loads((out / "config.json").read_text())["steps"] == 30
     assert (out / "history.csv").exists()
     assert "toy summary" in printed and "dpo_sft" in printed
+    findings = json.loads((out / "findings.json").read_text())
+    assert "the paper's findings" in printed and len(findings) == 8  # every finding applies to dpo + dpo_sft
+    assert all(f["seeds"] == 1 and f["held"] + len(f["failing"]) == 1 for f in findings)
+    # a run too short for the 20-step drop window still checks what it can
+    assert main(["toy", "--losses", "dpo", "--steps", "5", "--sft-steps", "5", "--no-plots", "--out", str(tmp_path / "s")]) == 0
 
 
 def test_prefwork_toy_unknown_loss_is_a_clear_error(tmp_path, capsys):

@@ -88,9 +88,9 @@ def refresh(args: argparse.Namespace) -> int:
 
 
 def list_versions(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
+    from flows.progress import table_console
     from pipeline.datasets_store import DatasetStore
 
     store = DatasetStore(args.workspace, args.dataset)
@@ -102,7 +102,7 @@ def list_versions(args: argparse.Namespace) -> int:
         table.add_row(v.name, m["created"], m["parent"] or "-", m["mode"], str(m["rows"]["pairs"]),
                       str(m["rows"]["new_pairs"]), str(m["rows"]["prompts"]), m["judge"],
                       (m["policy"].get("sha256") or "")[:12], m["content_hash"][:12])
-    Console().print(table if table.row_count else f"dataset {args.dataset!r} has no versions in {store.root}")
+    table_console().print(table if table.row_count else f"dataset {args.dataset!r} has no versions in {store.root}")
     return 0
 
 

@@ -2,8 +2,9 @@
 
 Thin wiring: options come from ``train.toy.ToyConfig`` (its tuple fields, seeds, losses and
 scenarios, take space-separated lists), ``run_toy`` writes config.json, summary.csv, history.csv
-and toy_<scenario>.png into ``--out`` (default ``runs/<timestamp>-toy``), and the table shows the
-per-(scenario, loss) means over the seeds.
+findings.json and toy_<scenario>.png into ``--out`` (default ``runs/<timestamp>-toy``); the tables
+show the per-(scenario, loss) means over the seeds and, seed by seed, which of the paper's findings
+hold.
 """
 from __future__ import annotations
 
@@ -20,8 +21,10 @@ HELP = "the 3D-properties toy: 4 prompts, 10 responses, every loss x on/off-poli
 DESCRIPTION = HELP + """.
 
 Under vanilla DPO the rejected probability falls faster than the chosen one rises, the chosen
-probability peaks then degrades, and mass disperses outside the pair; dpo_sft keeps the chosen
-higher. Runs in seconds on one CPU thread.
+probability peaks then degrades, and mass disperses outside the pair; an on-policy start (the
+rejected answer likely too) softens both, and dpo_sft keeps the chosen higher. Runs in seconds on
+one CPU thread; the tables show means over --seeds and on how many seeds each of the
+paper's findings holds (findings.json), summary.csv one row per seed.
 
 examples:
   prefwork toy                                   # every loss and scenario, seed 0
@@ -72,17 +75,33 @@ def summary_table(rows: list[dict]):
     return table
 
 
-def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
+def findings_table(findings: list[dict]):
+    """A rich Table: each paper finding the run could check, and on how many seeds it held."""
+    from rich.table import Table
 
+    table = Table(title="the paper's findings, seed by seed (dpo unless named)")
+    table.add_column("finding")
+    table.add_column("held", justify="right", no_wrap=True)
+    table.add_column("failing seeds")
+    for f in findings:
+        style = "green" if not f["failing"] else ("red" if f["held"] * 2 < f["seeds"] else "yellow")
+        shown = " ".join(map(str, f["failing"][:10])) + (f" (+{len(f['failing']) - 10})" if len(f["failing"]) > 10 else "")
+        table.add_row(f["finding"], f"[{style}]{f['held']}/{f['seeds']}[/]", shown or "-")
+    return table
+
+
+def run(args: argparse.Namespace) -> int:
+    from flows.progress import table_console
     from train.toy import run_toy
 
     cfg = config_from_args(args)
     out = Path(args.out) if args.out else Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-toy"
-    console = Console()
+    console = table_console()  # piped output keeps every digit
     start = time.perf_counter()
     result = run_toy(cfg, out)
     console.print(summary_table(result.summary))
+    if result.findings:
+        console.print(findings_table(result.findings))
     console.print(f"{len(result.summary)} runs in {time.perf_counter() - start:.1f} s; tables in {out}", highlight=False, soft_wrap=True)
     for path in result.files:
         if path.suffix == ".png":
