@@ -35,3 +35,22 @@ def test_results_title_counts_the_stages_this_invocation_took_from_the_cache(tmp
     run.log_metric(stage="round_done", win_rate=0.6, time=since + 2)
     assert _reused(tmp_path, since) == "; 2 of 3 stages from the cache"
     assert _reused(tmp_path, since + 10) == ""
+
+
+def test_sft_progress_bar_only_on_a_terminal(monkeypatch):
+    """In a log file (stderr not a tty) the policy build prints loss lines, not one endless tqdm line."""
+    import io
+
+    from train.sft import progress_bar_on
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.delenv("PREFWORK_PROGRESS", raising=False)
+    monkeypatch.setattr("sys.stderr", io.StringIO())
+    assert not progress_bar_on()
+    monkeypatch.setattr("sys.stderr", Tty())
+    assert progress_bar_on()
+    monkeypatch.setenv("PREFWORK_PROGRESS", "0")
+    assert not progress_bar_on()

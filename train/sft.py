@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -49,6 +50,13 @@ class PadCollator:
         return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 
+def progress_bar_on() -> bool:
+    """A tqdm bar on a terminal; in a log file its carriage returns make one endless line, so
+    there the Trainer prints its loss dicts every ``logging_steps`` instead.
+    ``PREFWORK_PROGRESS=1`` / ``0`` forces either."""
+    return os.environ.get("PREFWORK_PROGRESS", "1" if sys.stderr.isatty() else "0") == "1"
+
+
 def train_sft(model_dir: str | Path, records: list[dict], out_dir: str | Path, cfg: SFTConfig | None = None) -> Path:
     """Fine-tune the model in ``model_dir`` on ``records`` ({prompt, response}); save to ``out_dir``."""
     cfg = cfg or SFTConfig()
@@ -63,7 +71,7 @@ def train_sft(model_dir: str | Path, records: list[dict], out_dir: str | Path, c
         warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay, seed=cfg.seed, data_seed=cfg.seed,
         logging_steps=50, save_strategy="no", report_to=[], use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=0, ddp_find_unused_parameters=False,
-        disable_tqdm=not os.environ.get("PREFWORK_PROGRESS", "1") == "1",
+        disable_tqdm=not progress_bar_on(),
     )
     trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=PadCollator(tokenizer.pad_token_id))
     result = trainer.train()
