@@ -259,6 +259,11 @@ def simulate(config: ToyConfig) -> dict[tuple[int, str, str], dict[str, np.ndarr
     return out
 
 
+def degradation(h: dict[str, np.ndarray]) -> float:
+    """How much of its best the chosen answer lost: peak minus final p(chosen)."""
+    return float(h["chosen"].max() - h["chosen"][-1])
+
+
 def summarize(histories: dict[tuple[int, str, str], dict[str, np.ndarray]]) -> list[dict]:
     """One row per (seed, scenario, loss): start/peak/final chosen, final rejected/unseen/outside.
 
@@ -271,7 +276,7 @@ def summarize(histories: dict[tuple[int, str, str], dict[str, np.ndarray]]) -> l
             "seed": seed, "scenario": scenario, "loss": loss,
             "start_chosen": float(chosen[0]), "peak_chosen": float(chosen.max()),
             "peak_step": int(chosen.argmax()), "final_chosen": float(chosen[-1]),
-            "degradation": float(chosen.max() - chosen[-1]),
+            "degradation": degradation(h),
             "final_rejected": float(h["rejected"][-1]), "final_unseen": float(h["unseen"][-1]),
             "final_outside": float(h["outside"][-1]),
         })

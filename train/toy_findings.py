@@ -14,14 +14,12 @@ from typing import Callable
 
 import numpy as np
 
+from train.toy import SCENARIOS
+from train.toy import degradation as _drop
+
 History = dict[str, np.ndarray]
 Runs = dict[tuple[int, str, str], History]
-ALL = ("on_policy", "chosen_likely", "rejected_likely", "off_policy")
-
-
-def _drop(h: History) -> float:
-    """Degradation: peak minus final p(chosen)."""
-    return float(h["chosen"].max() - h["chosen"][-1])
+ALL = tuple(SCENARIOS)
 
 
 def _fast_drop(h: History, steps: int = 20) -> bool:

@@ -85,7 +85,8 @@ def findings_table(findings: list[dict]):
     table.add_column("failing seeds")
     for f in findings:
         style = "green" if not f["failing"] else ("red" if f["held"] * 2 < f["seeds"] else "yellow")
-        shown = " ".join(map(str, f["failing"][:10])) + (f" (+{len(f['failing']) - 10})" if len(f["failing"]) > 10 else "")
+        more = len(f["failing"]) - 10
+        shown = " ".join(map(str, f["failing"][:10])) + (f" (+{more})" if more > 0 else "")
         table.add_row(f["finding"], f"[{style}]{f['held']}/{f['seeds']}[/]", shown or "-")
     return table
 
