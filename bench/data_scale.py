@@ -50,9 +50,9 @@ def make_data(prompts: int, n: int, chars: int, seed: int = 0):
 
 
 def work_prefwork(cands, scores, judgments) -> dict:
-    from evaluators.winrate import summarize
-    from pipeline.curriculum import ChunkConfig, make_chunks
-    from pipeline.pairs import build_pairs
+    from prefwork.evaluators.winrate import summarize
+    from prefwork.pipeline.curriculum import ChunkConfig, make_chunks
+    from prefwork.pipeline.pairs import build_pairs
 
     pairs, stats = build_pairs(cands, scores)
     chunks = make_chunks(pairs, ChunkConfig(chunks=4, method="judge_margin"))

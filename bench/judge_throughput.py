@@ -84,8 +84,8 @@ def run_prefwork(base_url: str, model: str, prompts: list[str], max_tokens: int,
                  workdir: Path) -> float:
     import polars as pl
 
-    from evaluators.judge_client import ClientOptions
-    from evaluators.judges import JudgeSession
+    from prefwork.evaluators.judge_client import ClientOptions
+    from prefwork.evaluators.judges import JudgeSession
 
     judge_dir = workdir / "bench_judge"
     judge_dir.mkdir(parents=True, exist_ok=True)
@@ -111,7 +111,7 @@ def start_server(workdir: Path, extra_args: tuple[str, ...] = ()):
     import subprocess
     import urllib.request
 
-    from train.policy import build_random_policy
+    from prefwork.train.policy import build_random_policy
 
     lines = (ROOT / "data" / "corpus" / "sft.jsonl").read_text().splitlines()[:400]
     texts = [json.loads(x)["prompt"] for x in lines] + [json.loads(x)["response"] for x in lines]
@@ -147,7 +147,7 @@ def shutil_which(name: str):
 
 
 def stop_server(proc) -> None:
-    from pipeline.procs import stop_process_group
+    from prefwork.pipeline.procs import stop_process_group
     stop_process_group(proc)
 
 

@@ -61,14 +61,14 @@ def main() -> None:
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-    from pipeline.engines import TransformersEngine
-    from pipeline.engines_vllm import VLLMEngine
-    from pipeline.sample import SampleConfig, derive_seed, sample
+    from prefwork.pipeline.engines import TransformersEngine
+    from prefwork.pipeline.engines_vllm import VLLMEngine
+    from prefwork.pipeline.sample import SampleConfig, derive_seed, sample
 
     tmp = Path(tempfile.mkdtemp(prefix="prefwork-bench-"))
     model = args.model
     if not model:
-        from train.policy import build_random_policy
+        from prefwork.train.policy import build_random_policy
 
         lines = (ROOT / "data" / "corpus" / "sft.jsonl").read_text().splitlines()[:400]
         model = build_random_policy(tmp / "policy", [json.loads(x)["response"] for x in lines])

@@ -40,8 +40,8 @@ def make_inputs(work: Path, p: dict) -> tuple[Path, Path]:
     import polars as pl
     from transformers import AutoTokenizer
 
-    from train.logps import encode_pair
-    from train.policy import PolicyConfig, build_random_policy
+    from prefwork.train.logps import encode_pair
+    from prefwork.train.policy import PolicyConfig, build_random_policy
 
     records = [json.loads(x) for x in (ROOT / "data" / "corpus" / "sft.jsonl").read_text().splitlines() if x.strip()]
     texts = [r["prompt"] for r in records] + [r["response"] for r in records]
@@ -67,8 +67,8 @@ def make_inputs(work: Path, p: dict) -> tuple[Path, Path]:
 def run_ours(model: Path, pairs: Path, out: Path, p: dict, share_prompt: bool = True) -> dict:
     import polars as pl
 
-    import train.dpo as dpo
-    from train.dpo_monitor import read_metrics
+    import prefwork.train.dpo as dpo
+    from prefwork.train.dpo_monitor import read_metrics
 
     timing = {}
     attach = dpo.attach_reference

@@ -415,7 +415,7 @@ def print_stats(corpus: list[dict]) -> None:
     """Per-rule pass rates of the corpus with the project's rule judge."""
     import sys
     sys.path.insert(0, str(ROOT.parent))
-    from evaluators.rules import judge_text
+    from prefwork.evaluators.rules import judge_text
     tally: dict[tuple[str, str], list[int]] = {}
     for rec in corpus:
         _, detail = judge_text(rec["task"], rec["meta"], rec["response"])

@@ -25,9 +25,9 @@ from typing import Any
 
 import polars as pl
 
-from evaluators.judges import JudgeSession
-from evaluators.llm_judge import RubricJudge
-from evaluators.llm_pairwise import PairwiseJudge
+from prefwork.evaluators.judges import JudgeSession
+from prefwork.evaluators.llm_judge import RubricJudge
+from prefwork.evaluators.llm_pairwise import PairwiseJudge
 
 LABELS = {"a": 1.0, "b": 0.0, "tie": 0.5, "1": 1.0, "0": 0.0, "0.5": 0.5, "1.0": 1.0, "0.0": 0.0}
 
@@ -140,7 +140,7 @@ async def audit_pairs_async(session: JudgeSession, name: str, pairs: pl.DataFram
 
 def _rule_preference(pair: dict) -> float | None:
     """Rule judge's verdict for a pair with task + meta (None when it does not apply or ties)."""
-    from evaluators.rules import KNOWN_RULE_TASKS, judge_text
+    from prefwork.evaluators.rules import KNOWN_RULE_TASKS, judge_text
 
     task, meta = pair.get("task"), pair.get("meta")
     if task not in KNOWN_RULE_TASKS or not meta:

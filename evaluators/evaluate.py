@@ -28,12 +28,12 @@ from typing import Any, Callable
 
 import polars as pl
 
-from evaluators.pairwise_judges import (  # noqa: F401 - re-exported
+from prefwork.evaluators.pairwise_judges import (  # noqa: F401 - re-exported
     PAIRWISE_JUDGES, PairwiseJudge, make_pairwise_judge, pairwise_judge_names, register_pairwise_judge)
-from evaluators.winrate import PairedDifference, WinRateSummary, decompose_variance, paired_difference, summarize
-from pipeline.sample import SampleConfig, derive_seed, sample
-from pipeline.schemas import CANDIDATES, JUDGMENTS, PROMPTS, SchemaError, validate
-from pipeline.store import read_table
+from prefwork.evaluators.winrate import PairedDifference, WinRateSummary, decompose_variance, paired_difference, summarize
+from prefwork.pipeline.sample import SampleConfig, derive_seed, sample
+from prefwork.pipeline.schemas import CANDIDATES, JUDGMENTS, PROMPTS, SchemaError, validate
+from prefwork.pipeline.store import read_table
 
 REFERENCE = "reference"
 

@@ -14,10 +14,10 @@ import numpy as np
 from matplotlib.figure import Figure
 from rich.table import Table
 
-from evaluators.evaluate import EvalResult
-from evaluators.plots import _new_figure, _save, plot_winrates
-from evaluators.report import pct, points, write_report_md
-from evaluators.winrate import WinRateSummary
+from prefwork.evaluators.evaluate import EvalResult
+from prefwork.evaluators.plots import _new_figure, _save, plot_winrates
+from prefwork.evaluators.report import pct, points, write_report_md
+from prefwork.evaluators.winrate import WinRateSummary
 
 OVERALL = ("Model", "Win Rate", "LC Win Rate", "W / L / T", "STD", "Min", "Max", "SE", "95% CI",
            "Failures (range)", "Mean len (model / base)", "Longer wins")
@@ -134,7 +134,7 @@ def write_outputs(run_dir: str | Path, result: EvalResult, *, stage: str, config
     Returns {"paths": {...}, "figures": {"winrate": Figure, "repeats": Figure}} so callers
     and tests can read the plotted numbers back.
     """
-    from pipeline.store import write_json, write_table
+    from prefwork.pipeline.store import write_json, write_table
     import polars as pl
 
     run_dir = Path(run_dir)

@@ -4,8 +4,8 @@ Names: ``rules`` (the rule judge, ``evaluators.rules``), every ``data/judges/<na
 (rubric, pairwise and combined judges are data), and ad-hoc combinations written
 ``"math_1to5:0.7,rules:0.3"``. An unknown name is an error that lists the valid ones.
 
-    from evaluators.judges import JudgeSession
-    from evaluators.judge_client import ClientOptions
+    from prefwork.evaluators.judges import JudgeSession
+    from prefwork.evaluators.judge_client import ClientOptions
 
     with JudgeSession(ClientOptions(base_url="http://127.0.0.1:8000/v1"), cache="runs/.cache/judges.sqlite",
                       model="my-judge") as s:
@@ -27,11 +27,11 @@ from typing import Any, Callable
 
 import polars as pl
 
-from evaluators.judge_cache import JudgeCache
-from evaluators.judge_client import ClientOptions, JudgeClient
-from evaluators.llm_judge import JUDGES_DIR, NOT_JUDGED_BUDGET, JudgeSpec, RubricJudge, load_spec
-from evaluators.llm_pairwise import PairwiseJudge
-from pipeline.schemas import JUDGMENTS, SCORES, SchemaError, validate
+from prefwork.evaluators.judge_cache import JudgeCache
+from prefwork.evaluators.judge_client import ClientOptions, JudgeClient
+from prefwork.evaluators.llm_judge import JUDGES_DIR, NOT_JUDGED_BUDGET, JudgeSpec, RubricJudge, load_spec
+from prefwork.evaluators.llm_pairwise import PairwiseJudge
+from prefwork.pipeline.schemas import JUDGMENTS, SCORES, SchemaError, validate
 
 RULES_NAME = "rules"
 
@@ -129,7 +129,7 @@ class JudgeSession:
                 raise SchemaError(None, None, col, "missing column for a judge (needs prompt_id, prompt, candidate_id, text)")
         spec = self.spec(name)
         if spec.kind == "rules":
-            from evaluators.rules import score_candidates
+            from prefwork.evaluators.rules import score_candidates
             out = score_candidates(candidates)
             if progress:
                 progress(candidates.height)
@@ -148,7 +148,7 @@ class JudgeSession:
         return _scores_frame(candidates, spec.name, results)
 
     async def _combined(self, spec: JudgeSpec, candidates: pl.DataFrame, repeat: int, progress) -> pl.DataFrame:
-        from evaluators.rules import KNOWN_RULE_TASKS
+        from prefwork.evaluators.rules import KNOWN_RULE_TASKS
 
         parts = []
         for name, weight in spec.components:
@@ -245,7 +245,7 @@ class JudgeSession:
                 "max_cost_usd": self.options.max_cost or None}
 
     def write_usage(self, run_dir: str | Path) -> Path:
-        from pipeline.store import write_json
+        from prefwork.pipeline.store import write_json
         return write_json(Path(run_dir) / "usage.json", self.usage())
 
     def close(self) -> None:

@@ -31,10 +31,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from evaluators.judge_cache import JudgeCache, cache_key, text_hash
-from evaluators.judge_client import BudgetExceeded, JudgeClient, JudgeRequestError
+from prefwork.evaluators.judge_cache import JudgeCache, cache_key, text_hash
+from prefwork.evaluators.judge_client import BudgetExceeded, JudgeClient, JudgeRequestError
+from prefwork.pipeline import DATA_DIR
 
-JUDGES_DIR = Path(__file__).resolve().parent.parent / "data" / "judges"
+JUDGES_DIR = DATA_DIR / "judges"
 STRUCTURED_MODES = ("vllm", "openai", "none")
 NOT_JUDGED_BUDGET = "not judged: max cost reached"
 

@@ -16,9 +16,9 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-from evaluators.judge_cache import JudgeCache
-from evaluators.judge_client import JudgeClient
-from evaluators.llm_judge import JudgeSpec, Verdict, _json_schema_format, call_judge, prompt_text, render
+from prefwork.evaluators.judge_cache import JudgeCache
+from prefwork.evaluators.judge_client import JudgeClient
+from prefwork.evaluators.llm_judge import JudgeSpec, Verdict, _json_schema_format, call_judge, prompt_text, render
 
 ORDERS = ("both", "random")
 

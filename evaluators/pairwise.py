@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from pipeline.schemas import JUDGMENTS, validate
+from prefwork.pipeline.schemas import JUDGMENTS, validate
 
 
 def _side(cands: pl.DataFrame, scores: pl.DataFrame, tag: str) -> pl.DataFrame:

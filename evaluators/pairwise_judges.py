@@ -38,8 +38,8 @@ class RulesPairwiseJudge:
             raise ValueError(f"the rules judge takes no options (got {', '.join(sorted(opts))})")
 
     def judge(self, model: pl.DataFrame, baseline: pl.DataFrame, *, judge_repeat: int = 0) -> pl.DataFrame:
-        from evaluators.pairwise import judgments_from_scores
-        from evaluators.rules import score_candidates
+        from prefwork.evaluators.pairwise import judgments_from_scores
+        from prefwork.evaluators.rules import score_candidates
 
         return judgments_from_scores(model, score_candidates(model), baseline, score_candidates(baseline), self.name)
 
@@ -64,8 +64,8 @@ class LLMPairwiseJudge:
         import dataclasses
         import typing
 
-        from evaluators.judge_client import ClientOptions
-        from evaluators.judges import JudgeSession
+        from prefwork.evaluators.judge_client import ClientOptions
+        from prefwork.evaluators.judges import JudgeSession
 
         hints = typing.get_type_hints(ClientOptions)
         client_keys = [f.name for f in dataclasses.fields(ClientOptions)]
@@ -106,7 +106,7 @@ def register_pairwise_judge(name: str, factory: Callable[..., PairwiseJudge]) ->
 def _llm_pairwise_names() -> list[str]:
     """Judges in ``data/judges`` whose kind is ``pairwise`` (none when that module is absent)."""
     try:
-        from evaluators.judges import RULES_NAME, get_spec, judge_names
+        from prefwork.evaluators.judges import RULES_NAME, get_spec, judge_names
     except ImportError:
         return []
     return [n for n in judge_names() if n != RULES_NAME and get_spec(n).kind == "pairwise"]

@@ -18,7 +18,7 @@ from typing import Any, Iterator, Mapping
 import polars as pl
 from rich.table import Table
 
-from pipeline.store import atomic_write_bytes, read_table, write_table
+from prefwork.pipeline.store import atomic_write_bytes, read_table, write_table
 
 #: Columns of the history file, in order, with their dtypes.
 HISTORY_SCHEMA: dict[str, pl.DataType] = {

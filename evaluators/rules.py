@@ -24,8 +24,8 @@ import json
 from functools import lru_cache
 from typing import Callable
 
-from evaluators import rules_en as en
-from evaluators import rules_zh as zh
+from prefwork.evaluators import rules_en as en
+from prefwork.evaluators import rules_zh as zh
 
 Rule = Callable[[str, dict], "bool | None"]
 JUDGE_NAME = "rules"
@@ -198,7 +198,7 @@ def score_candidates(candidates):
     once, and each distinct meta is parsed once.
     """
     import polars as pl
-    from pipeline.schemas import SCORES, SchemaError, validate
+    from prefwork.pipeline.schemas import SCORES, SchemaError, validate
 
     missing = [c for c in _NEEDED if c not in candidates.columns]
     if missing:

@@ -29,7 +29,7 @@ import operator
 import re
 from dataclasses import dataclass, field
 
-from pipeline.steps import step_body
+from prefwork.pipeline.steps import step_body
 
 NAME = "check"
 NUMBER = re.compile(r"\d+(?:\.\d+)?")
@@ -252,7 +252,7 @@ class CheckStepJudge:
         self.accept_cfg = accept_cfg or CheckConfig(reference_path=True)
 
     def locate(self, items):
-        from pipeline.step_pairs import StepVerdict
+        from prefwork.pipeline.step_pairs import StepVerdict
 
         out = []
         for it in items:

@@ -21,11 +21,12 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.step_pairs import StepItem, StepVerdict
-from pipeline.steps import step_body
+from prefwork.pipeline.step_pairs import StepItem, StepVerdict
+from prefwork.pipeline.steps import step_body
+from prefwork.pipeline import DATA_DIR
 
 NAME = "llm"
-JUDGE_DIR = Path(__file__).resolve().parent.parent / "data" / "judges" / "step_judge"
+JUDGE_DIR = DATA_DIR / "judges" / "step_judge"
 
 
 @dataclass
@@ -78,7 +79,7 @@ class LLMStepJudge:
         self.raw: list[str] = []  # the judge's replies of the last ``locate``, for audits and tests
 
     def _make_client(self):
-        from evaluators.judge_client import ClientOptions, JudgeClient
+        from prefwork.evaluators.judge_client import ClientOptions, JudgeClient
 
         opts = ClientOptions(base_url=self.cfg.base_url, api_key_env=self.cfg.api_key_env,
                              concurrency=self.cfg.concurrency, max_retries=2)

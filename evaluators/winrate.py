@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import polars as pl
 
-from pipeline.schemas import JUDGMENTS, SchemaError, validate
+from prefwork.pipeline.schemas import JUDGMENTS, SchemaError, validate
 
 P = pl.col("preference")
 

@@ -11,7 +11,7 @@ import importlib
 import os
 import sys
 
-from pipeline.schemas import SchemaError
+from prefwork.pipeline.schemas import SchemaError
 
 #: Subcommands in the order ``prefwork --help`` lists them.
 COMMAND_MODULES = ("loop", "init_policy", "sample", "judge", "pairs", "train", "winrate", "report", "toy",
@@ -38,9 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     subs = parser.add_subparsers(dest="command", metavar="COMMAND")
     for mod_name in COMMAND_MODULES:
         try:
-            mod = importlib.import_module(f"flows.commands.{mod_name}")
+            mod = importlib.import_module(f"prefwork.flows.commands.{mod_name}")
         except ModuleNotFoundError as exc:
-            if exc.name == f"flows.commands.{mod_name}":
+            if exc.name == f"prefwork.flows.commands.{mod_name}":
                 continue  # a command not built yet
             raise
         sub = subs.add_parser(mod.NAME, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP),

@@ -15,7 +15,7 @@ from typing import Any
 
 RUNNERS = ("threads", "dask", "ray")
 #: Deployable flows: target name -> (module, flow attribute).
-TARGETS = {"refresh": ("flows.refresh", "refresh_dataset"), "winrate": ("flows.winrate_flow", "winrate_report")}
+TARGETS = {"refresh": ("prefwork.flows.refresh", "refresh_dataset"), "winrate": ("prefwork.flows.winrate_flow", "winrate_report")}
 
 
 def task_runner(kind: str = "threads", workers: int | None = None):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from flows.loop_config import DATA
+from prefwork.flows.loop_config import DATA
 
 
 @dataclass

@@ -19,17 +19,17 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed, State
 
-from evaluators.winrate import summarize
-from flows import progress, stages
-from pipeline.curriculum import ChunkConfig
-from pipeline.engines_factory import EngineSlot, make_engine
-from pipeline.pairs import PairConfig
-from pipeline.prompts import load_prompts
-from pipeline.run import RunDir
-from pipeline.sample import SampleConfig
-from pipeline.schemas import SCORES
-from pipeline.store import StageCache, read_table
-from flows.loop_config import LoopConfig
+from prefwork.evaluators.winrate import summarize
+from prefwork.flows import progress, stages
+from prefwork.pipeline.curriculum import ChunkConfig
+from prefwork.pipeline.engines_factory import EngineSlot, make_engine
+from prefwork.pipeline.pairs import PairConfig
+from prefwork.pipeline.prompts import load_prompts
+from prefwork.pipeline.run import RunDir
+from prefwork.pipeline.sample import SampleConfig
+from prefwork.pipeline.schemas import SCORES
+from prefwork.pipeline.store import StageCache, read_table
+from prefwork.flows.loop_config import LoopConfig
 
 EVAL_SEED_MODEL, EVAL_SEED_BASELINE = 1_000, 2_000
 
@@ -118,7 +118,7 @@ def _value(out):
 def init_policy_task(ctx: Context) -> str:
     if ctx.cfg.policy:
         return ctx.cfg.policy
-    from train.sft import init_policy_cached
+    from prefwork.train.sft import init_policy_cached
     return _result(*_logged(ctx, 0, "init_policy", init_policy_cached, ctx.cache_root, ctx.cfg.corpus))
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parent.parent / "data"
+from prefwork.pipeline import DATA_DIR as DATA
 
 
 @dataclass
@@ -71,7 +71,7 @@ class LoopConfig:
 
     def dpo_config(self, round_: int = 1):
         """The training config of each sDPO step of round ``round_`` (train.dpo.DPOConfig)."""
-        from train.configs import DPOConfig
+        from prefwork.train.configs import DPOConfig
 
         lr = self.learning_rate * self.lr_decay ** (round_ - 1)
         return DPOConfig(loss=self.loss, beta=self.beta, alpha=self.alpha, learning_rate=lr, epochs=self.epochs,

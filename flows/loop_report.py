@@ -12,10 +12,10 @@ from pathlib import Path
 import polars as pl
 from rich.table import Table
 
-from evaluators.plots import plot_training_curves, plot_winrates
-from evaluators.report import append_history, pct, points, write_report_md
-from pipeline.schemas import CANDIDATES, SCORES
-from pipeline.store import read_table
+from prefwork.evaluators.plots import plot_training_curves, plot_winrates
+from prefwork.evaluators.report import append_history, pct, points, write_report_md
+from prefwork.pipeline.schemas import CANDIDATES, SCORES
+from prefwork.pipeline.store import read_table
 
 COLUMNS = ("Round", "Stage", "Win rate vs SFT", "Std", "Min", "Max", "Pairs", "Rule pass rate")
 
@@ -56,7 +56,7 @@ def _samples_md(row: dict, prompts: int = 3) -> str:
 
 def _rule_rates_md(rows: list[dict]) -> str:
     """Per-rule pass rates of each round's held-out answers (the paper's table, per task)."""
-    from evaluators.rules import rule_pass_rates
+    from prefwork.evaluators.rules import rule_pass_rates
 
     lines = ["| Round | Task | " + " | ".join(["Rule", "Pass rate", "n"]) + " |", "|---|---|---|---|---|"]
     for row in rows:

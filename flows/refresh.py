@@ -22,17 +22,17 @@ from prefect import flow, task, unmapped
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows import stages
-from flows.flow_configs import RefreshConfig
-from flows.resume import bind, content_policy
-from pipeline.curriculum import ChunkConfig
-from pipeline.datasets_store import DatasetStore, load_prompt_source
-from pipeline.engines_factory import EngineSlot
-from pipeline.pairs import PairConfig
-from pipeline.prompts import load_prompts
-from pipeline.sample import SampleConfig, derive_seed
-from pipeline.schemas import CHUNKS, PAIRS, PROMPTS
-from pipeline.store import StageCache, content_key, frame_hash, read_table, write_table
+from prefwork.flows import stages
+from prefwork.flows.flow_configs import RefreshConfig
+from prefwork.flows.resume import bind, content_policy
+from prefwork.pipeline.curriculum import ChunkConfig
+from prefwork.pipeline.datasets_store import DatasetStore, load_prompt_source
+from prefwork.pipeline.engines_factory import EngineSlot
+from prefwork.pipeline.pairs import PairConfig
+from prefwork.pipeline.prompts import load_prompts
+from prefwork.pipeline.sample import SampleConfig, derive_seed
+from prefwork.pipeline.schemas import CHUNKS, PAIRS, PROMPTS
+from prefwork.pipeline.store import StageCache, content_key, frame_hash, read_table, write_table
 
 _SLOTS: dict[str, EngineSlot] = {}
 _ENGINE_LOCK = threading.Lock()
@@ -66,7 +66,7 @@ def make_engine(name: str, model_dir: Path):
     own process); sampling another policy, or with another engine, shuts it down first, so a
     long-lived process holds one engine rather than one per policy it ever sampled.
     """
-    from pipeline.engines_factory import make_engine as build_engine
+    from prefwork.pipeline.engines_factory import make_engine as build_engine
 
     with _ENGINE_LOCK:
         for other in [n for n in _SLOTS if n != name]:
@@ -107,7 +107,7 @@ def policy_task(cfg: dict) -> str:
     c = RefreshConfig(**cfg)
     if c.policy:
         return str(Path(c.policy).resolve())
-    from train.sft import init_policy
+    from prefwork.train.sft import init_policy
     return str(init_policy(Path(c.workspace) / ".cache", c.corpus))
 
 
@@ -187,7 +187,7 @@ def refresh_dataset(config: dict | None = None) -> dict:
     info = load_prompts_task(plain)
     if not info["shards"]:
         return {"published": None, **info, "reason": "no new prompts"}
-    from flows.loop import resolve_engine
+    from prefwork.flows.loop import resolve_engine
     engine = resolve_engine(cfg.engine)
     policy = policy_task(plain)
     sample_cfg = asdict(SampleConfig(n=cfg.n, temperature=cfg.temperature, max_tokens=cfg.max_tokens,

@@ -16,8 +16,8 @@ from typing import Any
 
 from prefect.cache_policies import CacheKeyFnPolicy
 
-from flows.stages import hash_of
-from pipeline.store import content_key
+from prefwork.flows.stages import hash_of
+from prefwork.pipeline.store import content_key
 
 
 def hash_inputs(value: Any) -> Any:

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.curriculum import ChunkConfig, make_chunks
-from pipeline.pairs import PairConfig, build_pairs
-from pipeline.sample import SampleConfig, sample
-from pipeline.schemas import CANDIDATES, CHUNKS, PAIRS, SCORES
-from pipeline.store import StageCache, content_key, file_hash, read_table, write_json, write_table
+from prefwork.pipeline.curriculum import ChunkConfig, make_chunks
+from prefwork.pipeline.pairs import PairConfig, build_pairs
+from prefwork.pipeline.sample import SampleConfig, sample
+from prefwork.pipeline.schemas import CANDIDATES, CHUNKS, PAIRS, SCORES
+from prefwork.pipeline.store import StageCache, content_key, file_hash, read_table, write_json, write_table
 
 _HASHES: dict[tuple[str, float], str] = {}
 
@@ -52,7 +52,7 @@ def sample_stage(cache: StageCache, prompts_path: Path, prompts: pl.DataFrame, m
 
 def judge_stage(cache: StageCache, candidates: Path) -> tuple[Path, bool]:
     """Rule-judge scores of a candidates file (cached)."""
-    from evaluators.rules import score_candidates
+    from prefwork.evaluators.rules import score_candidates
 
     key = content_key("judge", {"candidates": hash_of(candidates)}, {"judge": "rules"})
     entry, cached = cache.run("judge", key, lambda work: write_table(
@@ -83,7 +83,7 @@ def chunks_stage(cache: StageCache, pairs_path: Path, model_dir: Path, cfg: Chun
         pairs = read_table(pairs_path, PAIRS)
         margin = None
         if cfg.method == "logp_margin":
-            from train.difficulty import logp_margins
+            from prefwork.train.difficulty import logp_margins
             margin = logp_margins(model_dir, pairs, max_length=max_length)
         write_table(make_chunks(pairs, cfg, margin), work / "chunks.parquet", CHUNKS)
 
@@ -99,7 +99,7 @@ def train_stage(cache: StageCache, chunks_path: Path, model_dir: Path, dpo_cfg, 
     template for a GPU host); it is not part of the cache key, since it does not change
     what is computed. Checkpoints in the stable work dir make a killed run resumable.
     """
-    from train.launch import launch_training
+    from prefwork.train.launch import launch_training
 
     key = content_key("train", {"chunks": hash_of(chunks_path), "model": hash_of(model_dir)},
                       {**asdict(dpo_cfg), "schedule": schedule})
@@ -118,8 +118,8 @@ def train_stage(cache: StageCache, chunks_path: Path, model_dir: Path, dpo_cfg, 
 
 def judge_pairwise_stage(cache: StageCache, model_cands: Path, baseline_cands: Path) -> tuple[Path, bool]:
     """Rule-judged model-vs-baseline judgments for every (prompt, repeat) (cached)."""
-    from evaluators.pairwise import judgments_from_scores
-    from pipeline.schemas import JUDGMENTS
+    from prefwork.evaluators.pairwise import judgments_from_scores
+    from prefwork.pipeline.schemas import JUDGMENTS
 
     key = content_key("judgments", {"model": hash_of(model_cands), "baseline": hash_of(baseline_cands)},
                       {"judge": "rules"})

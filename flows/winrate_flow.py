@@ -15,18 +15,18 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.flow_configs import WinrateConfig
-from flows.resume import bind, content_policy, hash_inputs
-from pipeline.store import content_key
+from prefwork.flows.flow_configs import WinrateConfig
+from prefwork.flows.resume import bind, content_policy, hash_inputs
+from prefwork.pipeline.store import content_key
 
 
 @task(name="evaluate", cache_policy=content_policy("winrate-evaluate", paths=("prompts", "models", "baseline"),
                                                     config=("eval_cfg", "engine")))
 def evaluate_task(workspace: str, prompts: str, models: dict, baseline: str, eval_cfg: dict, engine: str):
     """k repeats of sampling + pairwise judging (``evaluators.evaluate.evaluate``)."""
-    from evaluators.evaluate import EvalConfig, evaluate, model_label
-    from flows.refresh import make_engine
-    from pipeline.prompts import load_prompts
+    from prefwork.evaluators.evaluate import EvalConfig, evaluate, model_label
+    from prefwork.flows.refresh import make_engine
+    from prefwork.pipeline.prompts import load_prompts
 
     key = content_key("winrate-evaluate", hash_inputs({"prompts": prompts, "models": models, "baseline": baseline}),
                       {**eval_cfg, "engine": engine})
@@ -39,11 +39,11 @@ def evaluate_task(workspace: str, prompts: str, models: dict, baseline: str, eva
 @task(name="report", cache_policy=NO_CACHE)
 def report_task(cfg: dict, eval_cfg: dict, result) -> dict:
     """Run directory (judgments, summary, plots, report.md) and one history row per model."""
-    from evaluators.evaluate_report import write_outputs
-    from evaluators.report import append_history
-    from pipeline.run import RunDir
-    from pipeline.schemas import JUDGMENTS
-    from pipeline.store import file_hash, frame_hash, write_table
+    from prefwork.evaluators.evaluate_report import write_outputs
+    from prefwork.evaluators.report import append_history
+    from prefwork.pipeline.run import RunDir
+    from prefwork.pipeline.schemas import JUDGMENTS
+    from prefwork.pipeline.store import file_hash, frame_hash, write_table
 
     c = WinrateConfig(**cfg)
     run_dir = RunDir.create(c.workspace, c.name)
@@ -62,8 +62,8 @@ def report_task(cfg: dict, eval_cfg: dict, result) -> dict:
 @flow(name="winrate_report", task_runner=ThreadPoolTaskRunner(max_workers=2), log_prints=False)
 def winrate_report(config: dict, eval_config: dict | None = None) -> dict:
     """Evaluate ``config['model']`` (and ``compare``) against the baseline k times; write the report."""
-    from evaluators.evaluate import EvalConfig, model_label
-    from flows.loop import resolve_engine
+    from prefwork.evaluators.evaluate import EvalConfig, model_label
+    from prefwork.flows.loop import resolve_engine
 
     c = WinrateConfig(**config)
     if not c.model:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from pipeline.schemas import CHUNKS, PAIRS, SchemaError, validate
+from prefwork.pipeline.schemas import CHUNKS, PAIRS, SchemaError, validate
 
 METHODS = ("logp_margin", "judge_margin", "random")
 

@@ -32,9 +32,9 @@ from typing import Any
 
 import polars as pl
 
-from pipeline.prompts import load_prompts
-from pipeline.schemas import PAIRS, PROMPTS, SchemaError, validate
-from pipeline.store import frame_hash, read_table, write_json, write_table
+from prefwork.pipeline.prompts import load_prompts
+from prefwork.pipeline.schemas import PAIRS, PROMPTS, SchemaError, validate
+from prefwork.pipeline.store import frame_hash, read_table, write_json, write_table
 
 MODES = ("append", "replace")
 _VERSION = re.compile(r"^v(\d{4,})$")

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import torch
 
-from pipeline.chat import render_prompt
-from pipeline.sample import Completion, SampleConfig, apply_stop, derive_seed
-from pipeline.schemas import SchemaError
+from prefwork.pipeline.chat import render_prompt
+from prefwork.pipeline.sample import Completion, SampleConfig, apply_stop, derive_seed
+from prefwork.pipeline.schemas import SchemaError
 
 
 def check_model_dir(model_dir: str | Path) -> Path:

@@ -87,16 +87,16 @@ def make_engine(name: str, model_dir: str | Path | None, **opts: Any):
         raise ValueError(f"unknown engine option(s) {', '.join(unknown)} (valid: {', '.join(sorted(known))})")
     mine = {k: v for k, v in opts.items() if k in ENGINE_OPTIONS[name]}
     if name == "vllm":
-        from pipeline.engines_vllm import VLLMEngine
+        from prefwork.pipeline.engines_vllm import VLLMEngine
 
         if not mine.get("max_model_len"):
             mine.pop("max_model_len", None)
         return VLLMEngine(model_dir, **mine)
     if name == "transformers":
-        from pipeline.engines import TransformersEngine
+        from prefwork.pipeline.engines import TransformersEngine
 
         mine["threads"] = mine.get("threads") or None
         return TransformersEngine(model_dir, **mine)
-    from pipeline.engines_openai import OpenAIEngine
+    from prefwork.pipeline.engines_openai import OpenAIEngine
 
     return OpenAIEngine(model=str(model_dir) if model_dir else None, **mine)

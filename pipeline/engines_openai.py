@@ -22,9 +22,9 @@ import asyncio
 import os
 import random
 
-from pipeline.chat import to_messages
-from pipeline.sample import Completion, SampleConfig, Skipped, apply_stop, derive_seed
-from pipeline.schemas import SchemaError
+from prefwork.pipeline.chat import to_messages
+from prefwork.pipeline.sample import Completion, SampleConfig, Skipped, apply_stop, derive_seed
+from prefwork.pipeline.schemas import SchemaError
 
 #: Phrases of a 400 answer that mean "the prompt does not fit the context window".
 _TOO_LONG = ("context length", "maximum context", "too long", "max_model_len", "is too large", "exceeds")

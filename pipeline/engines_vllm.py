@@ -24,10 +24,10 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from pipeline.chat import render_prompt
-from pipeline.engines import check_model_dir
-from pipeline.sample import Completion, SampleConfig, Skipped, apply_stop, derive_seed
-from pipeline.schemas import SchemaError
+from prefwork.pipeline.chat import render_prompt
+from prefwork.pipeline.engines import check_model_dir
+from prefwork.pipeline.sample import Completion, SampleConfig, Skipped, apply_stop, derive_seed
+from prefwork.pipeline.schemas import SchemaError
 
 
 def long_prompt(prompt: str, n_tokens: int, context: int, cfg: SampleConfig) -> str:

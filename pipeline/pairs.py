@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 import polars as pl
 
-from pipeline.schemas import CANDIDATES, PAIRS, SCORES, validate
+from prefwork.pipeline.schemas import CANDIDATES, PAIRS, SCORES, validate
 
 
 @dataclass

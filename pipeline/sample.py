@@ -17,8 +17,8 @@ from typing import Protocol
 
 import polars as pl
 
-from pipeline.schemas import CANDIDATES, PROMPTS, validate
-from pipeline.store import content_key, frame_hash, write_json, write_table
+from prefwork.pipeline.schemas import CANDIDATES, PROMPTS, validate
+from prefwork.pipeline.store import content_key, frame_hash, write_json, write_table
 
 
 @dataclass

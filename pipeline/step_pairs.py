@@ -27,10 +27,10 @@ from typing import Protocol
 
 import polars as pl
 
-from pipeline.sample import Engine, SampleConfig, derive_seed
-from pipeline.schemas import PAIRS, PROMPTS, SchemaError, validate
-from pipeline.steps import StepConfig, detect_mode, first_step_of, next_label, separator, split_steps, step_body
-from pipeline.steps import step_prompt as make_step_prompt
+from prefwork.pipeline.sample import Engine, SampleConfig, derive_seed
+from prefwork.pipeline.schemas import PAIRS, PROMPTS, SchemaError, validate
+from prefwork.pipeline.steps import StepConfig, detect_mode, first_step_of, next_label, separator, split_steps, step_body
+from prefwork.pipeline.steps import step_prompt as make_step_prompt
 
 
 @dataclass

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import polars as pl
 
-from pipeline.schemas import Contract, SchemaError, validate
+from prefwork.pipeline.schemas import Contract, SchemaError, validate
 
 
 def _tmp_beside(path: Path, suffix: str = "") -> Path:

@@ -37,7 +37,7 @@ def free_port() -> int:
 
 def check_contract(df: pl.DataFrame, prompts: pl.DataFrame, n: int, max_tokens: int) -> None:
     """The candidates contract plus what sampling promises: n rows per prompt, ids 0..n-1."""
-    from pipeline.schemas import CANDIDATES, validate
+    from prefwork.pipeline.schemas import CANDIDATES, validate
 
     validate(df, CANDIDATES)
     assert df.height == prompts.height * n

@@ -45,7 +45,7 @@ def workspace(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def sft_policy(workspace) -> Path:
     """The real default policy: tokenizer + tiny Llama + SFT on the shipped corpus (built once)."""
-    from train.sft import init_policy
+    from prefwork.train.sft import init_policy
 
     return init_policy(workspace / ".cache", DATA / "corpus" / "sft.jsonl")
 
@@ -60,11 +60,11 @@ def prefect_harness():
 
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 900):
-    """Run ``python -m flows.cli ARGS`` in a subprocess; return the CompletedProcess."""
+    """Run ``python -m prefwork.flows.cli ARGS`` in a subprocess; return the CompletedProcess."""
     import subprocess
 
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=cwd or ROOT, env=full_env,
+    return subprocess.run([sys.executable, "-m", "prefwork.flows.cli", *args], cwd=cwd or ROOT, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -73,7 +73,7 @@ def tiny_random_policy(tmp_path_factory) -> Path:
     """A random (untrained) tiny Llama + tokenizer with the chat template: builds in about a second."""
     import json
 
-    from train.policy import build_random_policy
+    from prefwork.train.policy import build_random_policy
 
     lines = (DATA / "corpus" / "sft.jsonl").read_text().splitlines()[:400]
     texts = [json.loads(x)["prompt"] for x in lines] + [json.loads(x)["response"] for x in lines]
@@ -128,7 +128,7 @@ class VLLMServer:
                    if line.startswith(name) and not line.startswith("#"))
 
     def stop(self) -> None:
-        from pipeline.procs import stop_process_group
+        from prefwork.pipeline.procs import stop_process_group
 
         stop_process_group(self.proc)
         self._log.close()

@@ -8,8 +8,8 @@ import os
 import polars as pl
 import pytest
 
-from pipeline.datasets_store import DatasetStore, diff, load_prompt_source
-from pipeline.schemas import PAIRS, SchemaError, validate
+from prefwork.pipeline.datasets_store import DatasetStore, diff, load_prompt_source
+from prefwork.pipeline.schemas import PAIRS, SchemaError, validate
 
 
 def _pairs(ids, tag="a"):
@@ -92,7 +92,7 @@ def test_datasets_cli(tmp_path, capsys, monkeypatch):
     """The `prefwork datasets` actions, parsed by the command's own parser (no other command is imported)."""
     import argparse
 
-    from flows.commands import datasets as cmd
+    from prefwork.flows.commands import datasets as cmd
 
     monkeypatch.setenv("COLUMNS", "240")
     parser = argparse.ArgumentParser(prog="prefwork datasets")

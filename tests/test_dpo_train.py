@@ -11,12 +11,12 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from train.dpo import DPOConfig, train_dpo
-from train.dpo_monitor import LikelihoodMonitor, read_metrics
-from train.logps import IGNORE, PairCollator, concatenated_logps, encode_pair, encode_pairs
-from train.losses import LOSSES
-from train.policy import PolicyConfig, build_random_policy
-from train.sdpo import step_dir, train_sdpo
+from prefwork.train.dpo import DPOConfig, train_dpo
+from prefwork.train.dpo_monitor import LikelihoodMonitor, read_metrics
+from prefwork.train.logps import IGNORE, PairCollator, concatenated_logps, encode_pair, encode_pairs
+from prefwork.train.losses import LOSSES
+from prefwork.train.policy import PolicyConfig, build_random_policy
+from prefwork.train.sdpo import step_dir, train_sdpo
 
 torch.set_num_threads(1)
 TOPICS = ["rain", "tea", "maps", "bees", "salt", "kites", "owls", "jazz", "moss", "glass", "wind", "rust",
@@ -171,7 +171,7 @@ def test_sdpo_reference_is_previous_step_and_rerun_skips(policy_dir, tmp_path, m
     def must_not_train(*args, **kwargs):
         raise AssertionError("a finished sDPO step was trained again")
 
-    monkeypatch.setattr("train.sdpo.train_dpo", must_not_train)
+    monkeypatch.setattr("prefwork.train.sdpo.train_dpo", must_not_train)
     assert train_sdpo(policy_dir, chunks, tmp_path / "sdpo", cfg) == final
 
 
@@ -198,14 +198,14 @@ def test_reference_cache_is_not_reused_for_other_pairs(policy_dir, tmp_path):
 
 def test_ddp_skips_the_unused_parameter_search(tmp_path):
     """Every weight of a causal LM gets a gradient: DDP's per-step graph walk is pure overhead."""
-    from train.dpo import _training_args
+    from prefwork.train.dpo import _training_args
 
     assert _training_args(tmp_path, DPOConfig()).ddp_find_unused_parameters is False
 
 
 def test_logits_only_over_the_answer_window_match_full_logits(policy_dir):
     """Scoring only the trailing positions that hold answer tokens gives the full-logits sums."""
-    from train.logps import answer_window, sequence_logps
+    from prefwork.train.logps import answer_window, sequence_logps
 
     tokenizer = AutoTokenizer.from_pretrained(policy_dir)
     model = AutoModelForCausalLM.from_pretrained(policy_dir, dtype=torch.float32).eval()

@@ -14,12 +14,12 @@ import polars as pl
 import pytest
 from rich.console import Console
 
-from evaluators import pairwise_judges
-from evaluators.evaluate import EvalConfig, evaluate, make_pairwise_judge, register_pairwise_judge
-from evaluators.evaluate_report import tables
-from pipeline.prompts import load_prompts
-from pipeline.sample import Completion, derive_seed
-from pipeline.schemas import SchemaError
+from prefwork.evaluators import pairwise_judges
+from prefwork.evaluators.evaluate import EvalConfig, evaluate, make_pairwise_judge, register_pairwise_judge
+from prefwork.evaluators.evaluate_report import tables
+from prefwork.pipeline.prompts import load_prompts
+from prefwork.pipeline.sample import Completion, derive_seed
+from prefwork.pipeline.schemas import SchemaError
 
 from conftest import DATA, run_cli
 
@@ -171,8 +171,8 @@ def test_paired_comparison_same_prompts_and_repeats(tmp_path):
 
 
 def test_winrate_cli_in_process_writes_run_dir_and_history(tmp_path, monkeypatch, capsys):
-    from flows.cli import main
-    from flows.commands import winrate
+    from prefwork.flows.cli import main
+    from prefwork.flows.commands import winrate
 
     monkeypatch.setattr(winrate, "_engines", lambda args: ("fake", lambda d: FakeEngine()))
     src = tmp_path / "p.jsonl"
@@ -209,7 +209,7 @@ def test_cli_help_runs(capsys):
     res = run_cli("winrate", "--help", timeout=300)
     assert res.returncode == 0, res.stderr
     assert "--prompts-per-repeat" in res.stdout and "--compare" in res.stdout and "--rejudge" in res.stdout
-    from flows.cli import main
+    from prefwork.flows.cli import main
 
     with pytest.raises(SystemExit) as exc:
         main(["report", "--help"])
@@ -217,7 +217,7 @@ def test_cli_help_runs(capsys):
 
 
 def test_llm_pairwise_judge_plugs_in_and_rejudging_makes_new_calls(tmp_path):
-    pytest.importorskip("evaluators.judges")
+    pytest.importorskip("prefwork.evaluators.judges")
     from _judge_helpers import FakeServer, completion
 
     def script(body, n):  # a noisy judge: the verdict depends on the request's seed and content

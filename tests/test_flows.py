@@ -24,8 +24,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def counts(monkeypatch):
     """Count generations (prompts x n through the engine) and judged candidates."""
-    import evaluators.rules as rules
-    import flows.refresh as refresh
+    import prefwork.evaluators.rules as rules
+    import prefwork.flows.refresh as refresh
 
     seen = {"generate_calls": 0, "generated": 0, "judged": 0}
     lock = threading.Lock()
@@ -80,9 +80,9 @@ def task_run_states(flow_run_id, expected: int, timeout: float = 60) -> dict[str
 
 
 def test_refresh_resumes_publishes_and_appends(prefect_harness, tiny_random_policy, tmp_path, counts, monkeypatch):
-    import flows.refresh as refresh
-    from pipeline.datasets_store import DatasetStore
-    from pipeline.schemas import CHUNKS, PAIRS, validate
+    import prefwork.flows.refresh as refresh
+    from prefwork.pipeline.datasets_store import DatasetStore
+    from prefwork.pipeline.schemas import CHUNKS, PAIRS, validate
 
     ws = tmp_path / "ws"
     cfg = {"workspace": str(ws), "prompts": _prompts(tmp_path / "a.jsonl", 0, 6), "policy": str(tiny_random_policy),
@@ -139,7 +139,7 @@ def test_refresh_resumes_publishes_and_appends(prefect_harness, tiny_random_poli
 
 
 def _counting_again(counts):
-    import flows.refresh as refresh
+    import prefwork.flows.refresh as refresh
 
     real = refresh.make_engine
 
@@ -156,8 +156,8 @@ def _counting_again(counts):
 
 
 def test_winrate_report_flow(prefect_harness, tiny_random_policy, tmp_path, counts):
-    from evaluators.report import load_history
-    from flows.winrate_flow import winrate_report
+    from prefwork.evaluators.report import load_history
+    from prefwork.flows.winrate_flow import winrate_report
 
     ws = tmp_path / "ws"
     cfg = {"model": str(tiny_random_policy), "baseline": str(tiny_random_policy), "workspace": str(ws),
@@ -182,7 +182,7 @@ def test_refresh_keeps_one_engine_per_process(tiny_random_policy, tmp_path, monk
     policy shuts it down first, so a long-lived process does not pile up engines."""
     import shutil
 
-    import flows.refresh as refresh
+    import prefwork.flows.refresh as refresh
 
     monkeypatch.setattr(refresh, "_SLOTS", {})
     closed = []

@@ -13,11 +13,11 @@ import httpx2 as httpx  # the transport layer of the installed openai package
 import polars as pl
 import pytest
 
-from evaluators.judge_client import ClientOptions
-from evaluators.judges import JudgeSession
-from evaluators.llm_judge import NOT_JUDGED_BUDGET, parse_best_worst, parse_score
-from evaluators.llm_pairwise import parse_choice
-from pipeline.schemas import JUDGMENTS, SCORES, validate
+from prefwork.evaluators.judge_client import ClientOptions
+from prefwork.evaluators.judges import JudgeSession
+from prefwork.evaluators.llm_judge import NOT_JUDGED_BUDGET, parse_best_worst, parse_score
+from prefwork.evaluators.llm_pairwise import parse_choice
+from prefwork.pipeline.schemas import JUDGMENTS, SCORES, validate
 
 from _judge_helpers import FakeServer, cands, completion
 
@@ -35,7 +35,7 @@ def run_score(server: FakeServer, df: pl.DataFrame, judge="math_1to5", cache=Non
 
 @pytest.fixture(autouse=True)
 def fast_backoff(monkeypatch):
-    import evaluators.judge_client as jc
+    import prefwork.evaluators.judge_client as jc
     orig = jc.JudgeClient.__init__
 
     def init(self, *a, **kw):
@@ -212,7 +212,7 @@ def test_pairwise_both_orders_tie_on_disagreement_and_identical_without_call():
     assert out["preference"].to_list() == [1.0, 0.5, 1.0]
     assert len(server.bodies) - n0 == 4 + 2  # random order: one call per pair
 
-    from evaluators.winrate import summarize
+    from prefwork.evaluators.winrate import summarize
     assert summarize(out.drop("detail")).to_dict()  # usable by the win-rate code
 
 

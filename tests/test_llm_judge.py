@@ -17,9 +17,9 @@ import polars as pl
 import pytest
 
 from conftest import ROOT, run_cli
-from evaluators.judge_client import ClientOptions
-from evaluators.judges import JudgeSession
-from pipeline.schemas import CANDIDATES, SCORES, validate
+from prefwork.evaluators.judge_client import ClientOptions
+from prefwork.evaluators.judges import JudgeSession
+from prefwork.pipeline.schemas import CANDIDATES, SCORES, validate
 
 SUCCESS = "vllm:request_success_total"
 SECRET = "sk-prefwork-never-log-me-0123456789"
@@ -118,7 +118,7 @@ def test_killed_run_resumes_without_repeating_requests(vllm_server, tmp_path):
 
 
 def test_pairwise_judgments_and_listwise_on_real_server(vllm_server, tmp_path):
-    from evaluators.winrate import summarize
+    from prefwork.evaluators.winrate import summarize
 
     pj, rj = str(tiny_judge(tmp_path, "pairwise")), tiny_judge(tmp_path)
     (rj / "listwise.md").write_text("Q: {{prompt}}\n{{answers}}\nBest and worst as JSON:")
@@ -165,7 +165,7 @@ def test_judge_audit_on_small_pair_set(vllm_server, tmp_path):
     gold = tmp_path / "gold.jsonl"
     gold.write_text("".join(json.dumps({"prompt": "1+1?", "answer": a, "grade": g}) + "\n"
                             for a, g in (("2", 5), ("3", 2), ("two", 4))))
-    from evaluators.audit import load_table, run_audit
+    from prefwork.evaluators.audit import load_table, run_audit
     with JudgeSession(ClientOptions(base_url=vllm_server.base_url)) as s:  # in-process: one CLI start is enough
         g, table = run_audit(s, str(tiny_judge(tmp_path)), gold=load_table(gold))["gold"]
     assert table.height == 3 and table["error"].null_count() == 3

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from flows.loop_config import LoopConfig
+from prefwork.flows.loop_config import LoopConfig
 
 
 def test_lr_decay_lowers_each_later_rounds_learning_rate():
@@ -25,8 +25,8 @@ def test_settings_that_cannot_run_are_refused_up_front(field, value, words):
 
 
 def test_results_title_counts_the_stages_this_invocation_took_from_the_cache(tmp_path):
-    from flows.commands.loop import _reused
-    from pipeline.run import RunDir
+    from prefwork.flows.commands.loop import _reused
+    from prefwork.pipeline.run import RunDir
 
     run, since = RunDir(tmp_path), 1000.0
     run.log_metric(stage="judge", cached=False, time=since - 60)  # an earlier, killed invocation
@@ -41,7 +41,7 @@ def test_sft_progress_bar_only_on_a_terminal(monkeypatch):
     """In a log file (stderr not a tty) the policy build prints loss lines, not one endless tqdm line."""
     import io
 
-    from train.sft import progress_bar_on
+    from prefwork.train.sft import progress_bar_on
 
     class Tty(io.StringIO):
         def isatty(self) -> bool:

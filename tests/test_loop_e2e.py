@@ -66,7 +66,7 @@ def test_one_round_beats_the_sft_policy(one_round):
     # the trained policy's mean rule score on held-out prompts beats the SFT policy's by > 2 SE
     sft = pl.read_parquet(run / "round_0" / "eval_candidates.parquet")
     new = pl.read_parquet(run / "round_1" / "eval_candidates.parquet")
-    from evaluators.rules import score_candidates
+    from prefwork.evaluators.rules import score_candidates
 
     a, b = score_candidates(new)["score"], score_candidates(sft)["score"]
     diff = a.mean() - b.mean()
@@ -81,7 +81,7 @@ def test_sft_policy_passes_each_rule_20_to_80_percent_on_heldout(one_round):
     on 20-80% of its held-out answers (4 repeats: 240 answers per rule, 96 with a required word,
     76 with a forbidden one; at those sizes 2 standard errors are at most 0.12)."""
     _, run = one_round
-    from evaluators.rules import rule_pass_rates, score_candidates
+    from prefwork.evaluators.rules import rule_pass_rates, score_candidates
 
     cands = pl.read_parquet(run / "round_0" / "eval_candidates.parquet")
     scores = score_candidates(cands).join(cands.select("prompt_id", "candidate_id", "task"),
@@ -97,7 +97,7 @@ def test_sft_policy_passes_each_rule_20_to_80_percent_on_heldout(one_round):
 
 def test_killed_loop_resumes_without_redoing_finished_stages(tmp_path, sft_policy):
     ws = tmp_path / "ws"
-    args = [sys.executable, "-m", "flows.cli", "loop", "--workspace", str(ws), "--policy", str(sft_policy),
+    args = [sys.executable, "-m", "prefwork.flows.cli", "loop", "--workspace", str(ws), "--policy", str(sft_policy),
             "--name", "resume", "--rounds", "1", "--train-prompts-limit", "80", "--eval-prompts-limit", "20",
             "--eval-repeats", "2", "--engine", "transformers"]
     proc = subprocess.Popen(args, cwd=ROOT, env={**os.environ, **_env(tmp_path)}, stdout=subprocess.DEVNULL,

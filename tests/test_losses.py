@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from train.losses import LOSSES, get_loss
+from prefwork.train.losses import LOSSES, get_loss
 
 torch.set_num_threads(1)
 BETA = 0.1

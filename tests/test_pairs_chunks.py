@@ -4,9 +4,9 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from pipeline.curriculum import ChunkConfig, make_chunks
-from pipeline.pairs import PairConfig, build_pairs
-from pipeline.schemas import SchemaError
+from prefwork.pipeline.curriculum import ChunkConfig, make_chunks
+from prefwork.pipeline.pairs import PairConfig, build_pairs
+from prefwork.pipeline.schemas import SchemaError
 
 
 def _tables(scores: dict[str, list], texts: dict[str, list] | None = None, errors: dict | None = None):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.procs import stop_process_group
+from prefwork.pipeline.procs import stop_process_group
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data"
@@ -51,7 +51,7 @@ def test_served_refresh_deployment_publishes_a_version(tmp_path, tiny_random_pol
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from pipeline.datasets_store import DatasetStore
+    from prefwork.pipeline.datasets_store import DatasetStore
 
     port = _free_port()
     api = f"http://127.0.0.1:{port}/api"
@@ -73,7 +73,7 @@ def test_served_refresh_deployment_publishes_a_version(tmp_path, tiny_random_pol
         _wait_healthy(api, server, server_log, timeout=180)
         with open(serve_log, "wb") as out:
             serve = subprocess.Popen(
-                [sys.executable, "-m", "flows.cli", "deploy", "refresh", "--cron", "0 2 * * *", "--deployment",
+                [sys.executable, "-m", "prefwork.flows.cli", "deploy", "refresh", "--cron", "0 2 * * *", "--deployment",
                  "nightly-test", "--workspace", str(ws), "--prompts", str(prompts), "--policy",
                  str(tiny_random_policy), "--engine", "transformers", "--n", "2", "--max-tokens", "8",
                  "--shard-size", "2", "--curriculum", "judge_margin"],

@@ -6,7 +6,7 @@ import signal
 import subprocess
 import time
 
-from pipeline.procs import stop_process_group
+from prefwork.pipeline.procs import stop_process_group
 
 
 def _alive(pid: int) -> bool:

@@ -7,9 +7,9 @@ import os
 import polars as pl
 import pytest
 
-from pipeline.prompts import load_prompts, prompt_id_for
-from pipeline.schemas import CANDIDATES, PAIRS, SchemaError, validate
-from pipeline.store import StageCache, content_key, frame_hash, read_table, write_table
+from prefwork.pipeline.prompts import load_prompts, prompt_id_for
+from prefwork.pipeline.schemas import CANDIDATES, PAIRS, SchemaError, validate
+from prefwork.pipeline.store import StageCache, content_key, frame_hash, read_table, write_table
 
 
 def _cands(**over) -> pl.DataFrame:
@@ -157,7 +157,7 @@ def test_shipped_prompt_sets_load():
 
 
 def test_redact_hides_secrets_but_keeps_token_counts():
-    from pipeline.run import redact
+    from prefwork.pipeline.run import redact
 
     cfg = {"api_key": "sk-1", "openai_api_key": "sk-2", "hf_token": "hf-3", "token": "t", "db_password": "p",
            "max_tokens": 48, "num_tokens": 3, "api_key_env": "OPENAI_API_KEY", "launcher": {"secret": "s"}}

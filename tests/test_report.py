@@ -9,12 +9,12 @@ import pytest
 from matplotlib.container import BarContainer
 from rich.console import Console
 
-from evaluators.plots import plot_logps, plot_training_curves, plot_winrates
-from evaluators.report import (
+from prefwork.evaluators.plots import plot_logps, plot_training_curves, plot_winrates
+from prefwork.evaluators.report import (
     HISTORY_HEADERS, append_history, history_markdown, history_table, load_history,
     summary_table, write_report_md,
 )
-from evaluators.winrate import summarize
+from prefwork.evaluators.winrate import summarize
 
 REPLICATION = {"win_rate": 0.53, "std": 0.029, "min": 0.49, "max": 0.57, "lc_win_rate": 0.512, "n_errors": 0}
 

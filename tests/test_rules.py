@@ -7,9 +7,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from evaluators import rules_en, rules_zh
-from evaluators.rules import RULES, TASK_RULES, judge_text, rule_pass_rates, score_candidates
-from pipeline.schemas import SCORES, validate
+from prefwork.evaluators import rules_en, rules_zh
+from prefwork.evaluators.rules import RULES, TASK_RULES, judge_text, rule_pass_rates, score_candidates
+from prefwork.pipeline.schemas import SCORES, validate
 
 POEMS = json.loads((Path(__file__).resolve().parents[1] / "data" / "poems" / "poems.json").read_text(encoding="utf-8"))
 

@@ -8,9 +8,9 @@ import polars as pl
 import pytest
 
 from _sample_helpers import Counting, ROOT, check_contract, prompts_frame, write_prompts
-from pipeline.engines_factory import EngineSlot, make_engine, resolve_engine
-from pipeline.sample import SampleConfig, sample
-from pipeline.schemas import SchemaError
+from prefwork.pipeline.engines_factory import EngineSlot, make_engine, resolve_engine
+from prefwork.pipeline.sample import SampleConfig, sample
+from prefwork.pipeline.schemas import SchemaError
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +121,7 @@ def test_bad_engine_and_model_dir(tmp_path):
 @pytest.mark.slow
 def test_cli_transformers_and_missing_model(policy, tmp_path):
     prompts = write_prompts(tmp_path / "p.jsonl", prompts_frame(4))
-    base = [sys.executable, "-m", "flows.cli", "sample", "--prompts", str(prompts), "--n", "2", "--max-tokens", "8"]
+    base = [sys.executable, "-m", "prefwork.flows.cli", "sample", "--prompts", str(prompts), "--n", "2", "--max-tokens", "8"]
     bad = subprocess.run(base + ["--engine", "transformers", "--model", str(tmp_path / "nope"),
                                  "--out", str(tmp_path / "x.parquet")], cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode == 1 and "does not exist" in bad.stderr and "Traceback" not in bad.stderr

@@ -17,8 +17,8 @@ import polars as pl
 import pytest
 
 from _sample_helpers import ROOT, check_contract, free_port, prompts_frame, write_prompts
-from pipeline.engines_openai import EngineError, OpenAIEngine
-from pipeline.sample import SampleConfig, sample
+from prefwork.pipeline.engines_openai import EngineError, OpenAIEngine
+from prefwork.pipeline.sample import SampleConfig, sample
 
 CFG = SampleConfig(n=4, max_tokens=16, shard_size=3, seed=5)
 
@@ -121,7 +121,7 @@ def test_real_server_contract_and_seeds(vllm_server, tmp_path):
 
 @pytest.mark.slow
 def test_real_server_stop_and_long_prompt(vllm_server, tmp_path):
-    from pipeline.schemas import SchemaError
+    from prefwork.pipeline.schemas import SchemaError
 
     engine = OpenAIEngine(vllm_server.base_url)
     prompts = prompts_frame(6)
@@ -167,7 +167,7 @@ def test_cli_killed_mid_run_resumes_without_resampling(vllm_server, tmp_path):
     """SIGKILL a real ``prefwork sample`` mid-way; the restart reuses every finished shard untouched."""
     prompts = prompts_frame(120)
     pfile, out = write_prompts(tmp_path / "p.jsonl", prompts), tmp_path / "c.parquet"
-    cmd = [sys.executable, "-m", "flows.cli", "sample", "--engine", "openai", "--model", "", "--base-url",
+    cmd = [sys.executable, "-m", "prefwork.flows.cli", "sample", "--engine", "openai", "--model", "", "--base-url",
            vllm_server.base_url, "--prompts", str(pfile), "--out", str(out), "--n", "4", "--max-tokens", "16",
            "--shard-size", "4", "--max-concurrency", "1"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

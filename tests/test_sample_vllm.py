@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from _sample_helpers import Counting, check_contract, prompts_frame
-from pipeline.sample import SampleConfig, sample
+from prefwork.pipeline.sample import SampleConfig, sample
 
 pytest.importorskip("vllm")
 pytestmark = pytest.mark.slow
@@ -22,7 +22,7 @@ CFG = SampleConfig(n=4, max_tokens=16, shard_size=3, seed=11)
 
 @pytest.fixture(scope="session")
 def vllm_engine(tiny_random_policy):
-    from pipeline.engines_factory import make_engine
+    from prefwork.pipeline.engines_factory import make_engine
 
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     engine = make_engine("vllm", tiny_random_policy, dtype="float32", max_model_len=256)
@@ -43,7 +43,7 @@ def test_seeds_reproduce(vllm_engine, tmp_path):
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
 
-    from pipeline.chat import render_prompt
+    from prefwork.pipeline.chat import render_prompt
 
     prompts = prompts_frame(5)
     a = pl.read_parquet(sample(prompts, vllm_engine, tmp_path / "a.parquet", CFG, "tiny"))
@@ -116,7 +116,7 @@ def test_streamed_shards_match_per_shard_calls_and_a_kill_aborts_the_queue(vllm_
 
 
 def test_long_prompt_skipped_with_reason(vllm_engine, tmp_path):
-    from pipeline.schemas import SchemaError
+    from prefwork.pipeline.schemas import SchemaError
 
     prompts = prompts_frame(3, chat_every=0).with_columns(
         pl.when(pl.col("prompt_id") == "p0000").then(pl.lit("word " * 300)).otherwise(pl.col("prompt")).alias("prompt"))
@@ -142,7 +142,7 @@ def test_engine_slot_closes_a_real_engine_and_its_processes(tiny_random_policy, 
     process (which holds the KV cache) before the loop trains, instead of at garbage collection."""
     import psutil
 
-    from pipeline.engines_factory import EngineSlot, make_engine
+    from prefwork.pipeline.engines_factory import EngineSlot, make_engine
 
     me = psutil.Process()
     before = {p.pid for p in me.children(recursive=True)}

@@ -6,9 +6,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from train.logps import PairCollator, concatenated_logps, encode_pairs
-from train.policy import PolicyConfig, build_random_policy
-from train.shared_prompt import SharedPromptCollator, _mask_for
+from prefwork.train.logps import PairCollator, concatenated_logps, encode_pairs
+from prefwork.train.policy import PolicyConfig, build_random_policy
+from prefwork.train.shared_prompt import SharedPromptCollator, _mask_for
 
 KEYS = ("policy_chosen_logps", "policy_rejected_logps", "chosen_counts", "rejected_counts", "chosen_nll")
 

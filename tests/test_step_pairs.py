@@ -11,12 +11,12 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from evaluators.step_check import CheckStepJudge
-from pipeline.prompts import load_prompts
-from pipeline.sample import Completion
-from pipeline.schemas import PAIRS, validate
-from pipeline.step_pairs import StepPairConfig, assemble_step_pairs, load_solutions
-from pipeline.steps import split_steps
+from prefwork.evaluators.step_check import CheckStepJudge
+from prefwork.pipeline.prompts import load_prompts
+from prefwork.pipeline.sample import Completion
+from prefwork.pipeline.schemas import PAIRS, validate
+from prefwork.pipeline.step_pairs import StepPairConfig, assemble_step_pairs, load_solutions
+from prefwork.pipeline.steps import split_steps
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data" / "math"
@@ -92,7 +92,7 @@ def test_without_a_reference_the_prompt_is_dropped_and_counted():
 @pytest.fixture(scope="module")
 def policy_step_pairs(tiny_random_policy):
     """Step pairs of all the data from the real tiny policy (on-policy samples) and the checker."""
-    from pipeline.engines import TransformersEngine
+    from prefwork.pipeline.engines import TransformersEngine
 
     engine = TransformersEngine(tiny_random_policy, threads=1)
     return assemble_step_pairs(PROBLEMS, SOLUTIONS, CheckStepJudge(), engine, StepPairConfig(n=2, max_tokens=24))
@@ -119,8 +119,8 @@ def test_all_hand_written_solutions_give_contract_pairs_at_the_labelled_step(pol
 def test_step_pairs_train_with_every_loss(loss, policy_step_pairs, tiny_random_policy, tmp_path):
     import math
 
-    from train.dpo import DPOConfig, train_dpo
-    from train.losses import LOSSES
+    from prefwork.train.dpo import DPOConfig, train_dpo
+    from prefwork.train.losses import LOSSES
 
     assert set(LOSSES) == {"dpo", "ipo", "hinge", "slic", "minor_dpo", "flex_dpo", "dpo_sft"}
     pairs = policy_step_pairs[0].head(4)
@@ -133,7 +133,7 @@ def test_step_pairs_train_with_every_loss(loss, policy_step_pairs, tiny_random_p
 
 @pytest.mark.slow
 def test_llm_judge_assembly_on_vllm_keeps_the_contract(vllm_server, tiny_random_policy):
-    from evaluators.step_judge import LLMStepJudge, StepJudgeConfig
+    from prefwork.evaluators.step_judge import LLMStepJudge, StepJudgeConfig
 
     sols = SOLUTIONS.filter(pl.col("prompt_id").is_in(["m06", "m07", "m09", "m13", "m17"]))
     judge = LLMStepJudge(StepJudgeConfig(base_url=vllm_server.base_url, model=vllm_server.model, rubric=""))
@@ -151,8 +151,8 @@ def test_llm_judge_assembly_on_vllm_keeps_the_contract(vllm_server, tiny_random_
 
 
 def test_pairs_cli_best_vs_worst_and_bad_input(tmp_path, capsys):
-    from flows.cli import main
-    from pipeline.store import read_table, write_table
+    from prefwork.flows.cli import main
+    from prefwork.pipeline.store import read_table, write_table
 
     cands = pl.DataFrame({"prompt_id": ["a", "a", "b", "b"], "prompt": ["p", "p", "q", "q"], "candidate_id": [0, 1, 0, 1],
                           "text": ["x", "y", "z", "w"], "model": "m", "seed": 0, "finish_reason": "stop", "num_tokens": 1})
@@ -175,8 +175,8 @@ def test_pairs_cli_best_vs_worst_and_bad_input(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_pairs_cli_step_level(tiny_random_policy, tmp_path, capsys):
-    from flows.cli import main
-    from pipeline.store import read_table
+    from prefwork.flows.cli import main
+    from prefwork.pipeline.store import read_table
 
     sols = tmp_path / "sols.jsonl"
     sols.write_text("".join(json.dumps(r) + "\n" for r in SOLUTIONS.filter(pl.col("prompt_id").is_in(

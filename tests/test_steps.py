@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from evaluators.step_check import CheckConfig, agrees, check_continuation, check_solution, evaluate
-from pipeline.step_pairs import StepItem
-from pipeline.steps import StepConfig, detect_mode, first_step_of, split_steps, step_body, step_prompt
+from prefwork.evaluators.step_check import CheckConfig, agrees, check_continuation, check_solution, evaluate
+from prefwork.pipeline.step_pairs import StepItem
+from prefwork.pipeline.steps import StepConfig, detect_mode, first_step_of, split_steps, step_body, step_prompt
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "math"
 PROBLEMS = {r["prompt_id"]: r for r in map(json.loads, (DATA / "problems.jsonl").read_text().splitlines())}
@@ -106,7 +106,7 @@ def _fits(tokenizer_dir: Path, items: list[StepItem], budget: int) -> list[StepI
     """Items whose judge prompt (no rubric) fits the tiny model's context with room for the answer."""
     from transformers import AutoTokenizer
 
-    from evaluators.step_judge import JUDGE_DIR, render_prompt
+    from prefwork.evaluators.step_judge import JUDGE_DIR, render_prompt
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     template = (JUDGE_DIR / "template.md").read_text()
@@ -121,7 +121,7 @@ def _fits(tokenizer_dir: Path, items: list[StepItem], budget: int) -> list[StepI
 
 @pytest.mark.slow
 def test_llm_judge_on_vllm_gives_a_valid_step_for_every_solution(vllm_server):
-    from evaluators.step_judge import LLMStepJudge, StepJudgeConfig
+    from prefwork.evaluators.step_judge import LLMStepJudge, StepJudgeConfig
 
     items = []
     for sol in SOLUTIONS:

@@ -9,8 +9,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from evaluators.rules import check_meta, rule_pass_rates, score_candidates
-from pipeline.prompts import load_prompts
+from prefwork.evaluators.rules import check_meta, rule_pass_rates, score_candidates
+from prefwork.pipeline.prompts import load_prompts
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 TRAIN, HELDOUT, CORPUS = DATA / "prompts" / "train.jsonl", DATA / "prompts" / "heldout.jsonl", DATA / "corpus" / "sft.jsonl"

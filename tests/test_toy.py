@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from train.toy import SCENARIOS, ToyConfig, run_toy, sft_targets, simulate
-from train.toy_findings import check_findings
-from train.toy_plots import PANELS, scenario_curves, scenario_figure
+from prefwork.train.toy import SCENARIOS, ToyConfig, run_toy, sft_targets, simulate
+from prefwork.train.toy_findings import check_findings
+from prefwork.train.toy_plots import PANELS, scenario_curves, scenario_figure
 
 SEEDS = (0, 1, 2, 3, 4)
 FAST = ToyConfig(seeds=(0,), losses=("dpo", "dpo_sft"), steps=30, sft_steps=100)

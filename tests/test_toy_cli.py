@@ -5,9 +5,9 @@ from __future__ import annotations
 import csv
 import json
 
-from flows.cli import build_parser, main
-from flows.commands.toy import config_from_args
-from train.toy import SCENARIOS, TOY_LOSSES, ToyConfig
+from prefwork.flows.cli import build_parser, main
+from prefwork.flows.commands.toy import config_from_args
+from prefwork.train.toy import SCENARIOS, TOY_LOSSES, ToyConfig
 
 
 def test_toy_options_map_to_the_config():

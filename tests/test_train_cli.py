@@ -12,9 +12,9 @@ import yaml
 
 from conftest import ROOT, run_cli
 from test_dpo_train import make_pairs
-from train.launch import launch_training
-from train.launch_config import ConfigError, load_spec
-from train.policy import PolicyConfig, build_random_policy
+from prefwork.train.launch import launch_training
+from prefwork.train.launch_config import ConfigError, load_spec
+from prefwork.train.policy import PolicyConfig, build_random_policy
 
 RECIPE = ROOT / "data" / "configs" / "gpu_recipe.yaml"
 
@@ -60,7 +60,7 @@ def test_bad_config_names_file_and_field(tmp_path, inputs, field, value, expecte
 
 
 def test_bad_config_cli_exits_with_the_message(tmp_path, inputs, capsys):
-    from flows.cli import main
+    from prefwork.flows.cli import main
 
     policy, pairs = inputs
     path = write_yaml(tmp_path / "bad.yaml", {"model": str(policy), "data": str(tmp_path / "missing.parquet")})
@@ -75,7 +75,7 @@ def test_bad_config_cli_exits_with_the_message(tmp_path, inputs, capsys):
 
 def test_dry_run_of_the_gpu_recipe_is_valid(inputs, capsys):
     """The recipe with the tiny policy swapped in: files, names and the FSDP accelerate command check out."""
-    from flows.cli import main
+    from prefwork.flows.cli import main
 
     policy, pairs = inputs
     assert main(["train", "dpo", "--config", str(RECIPE), "--model", str(policy), "--data", str(pairs),
@@ -84,7 +84,7 @@ def test_dry_run_of_the_gpu_recipe_is_valid(inputs, capsys):
     cmd = out["command"]
     assert cmd[1] == "launch" and cmd[cmd.index("--config_file") + 1].endswith("accelerate_fsdp.yaml")
     assert cmd[cmd.index("--num_processes") + 1] == "8"
-    assert cmd[-4:-1] == ["-m", "train.launch_entry", "--config"] and cmd[-1].endswith("config.json")
+    assert cmd[-4:-1] == ["-m", "prefwork.train.launch_entry", "--config"] and cmd[-1].endswith("config.json")
     assert out["config"]["model"] == str(policy) and out["config"]["bf16"] is True
     assert out["config"]["schedule"] == "sdpo" and out["config"]["chunks"] == 2
     assert any("FSDP" in note for note in out["checks"])
@@ -99,7 +99,7 @@ def test_dry_run_of_a_scheduler_template(inputs):
     result = launch_training(RECIPE, overrides={"model": str(policy), "data": str(pairs), "launcher.mode": "command",
                                                 "launcher.command": template}, dry_run=True)
     assert result.command.startswith("sbatch --wait --gpus=8 --output=")
-    assert "accelerate launch --config_file" in result.command and "-m train.launch_entry" in result.command
+    assert "accelerate launch --config_file" in result.command and "-m prefwork.train.launch_entry" in result.command
     with pytest.raises(ConfigError, match="unknown placeholder {cfg}"):
         launch_training(RECIPE, overrides={"model": str(policy), "data": str(pairs), "launcher.mode": "command",
                                            "launcher.command": "sbatch {cfg}"}, dry_run=True)

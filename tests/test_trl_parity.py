@@ -13,9 +13,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from test_dpo_train import make_pairs, tiny_cfg
-from train.dpo import train_dpo
-from train.dpo_monitor import read_metrics
-from train.policy import PolicyConfig, build_random_policy
+from prefwork.train.dpo import train_dpo
+from prefwork.train.dpo_monitor import read_metrics
+from prefwork.train.policy import PolicyConfig, build_random_policy
 
 trl = pytest.importorskip("trl")
 datasets = pytest.importorskip("datasets")

@@ -8,10 +8,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from evaluators.winrate import (
+from prefwork.evaluators.winrate import (
     decompose_variance, length_controlled_rate, paired_difference, summarize,
 )
-from pipeline.schemas import SchemaError
+from prefwork.pipeline.schemas import SchemaError
 
 
 def table(prefs: dict[int, list], *, model_len=None, baseline_len=None, model="m") -> pl.DataFrame:

@@ -19,8 +19,8 @@ from conftest import DATA
 
 @pytest.mark.slow
 def test_tiny_policy_vs_itself_lands_near_half(sft_policy, tmp_path, monkeypatch, capsys):
-    import evaluators.evaluate_report as er
-    from flows.cli import main
+    import prefwork.evaluators.evaluate_report as er
+    from prefwork.flows.cli import main
 
     figures = {}
     real_write = er.write_outputs

@@ -12,8 +12,8 @@ import polars as pl
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from train.logps import concatenated_logps, encode_pairs
-from train.shared_prompt import SharedPromptCollator
+from prefwork.train.logps import concatenated_logps, encode_pairs
+from prefwork.train.shared_prompt import SharedPromptCollator
 
 
 @torch.no_grad()

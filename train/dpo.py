@@ -24,13 +24,13 @@ from accelerate import PartialState
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
-from pipeline.schemas import PAIRS, validate
-from pipeline.store import write_json, write_table
-from train.dpo_monitor import LikelihoodMonitor, MetricsFile, save_final
-from train.logps import PairCollator, compute_reference_logps, concatenated_logps, encode_pairs
-from train.shared_prompt import SharedPromptCollator
-from train.configs import DPOConfig  # noqa: F401 - re-exported
-from train.losses import get_loss
+from prefwork.pipeline.schemas import PAIRS, validate
+from prefwork.pipeline.store import write_json, write_table
+from prefwork.train.dpo_monitor import LikelihoodMonitor, MetricsFile, save_final
+from prefwork.train.logps import PairCollator, compute_reference_logps, concatenated_logps, encode_pairs
+from prefwork.train.shared_prompt import SharedPromptCollator
+from prefwork.train.configs import DPOConfig  # noqa: F401 - re-exported
+from prefwork.train.losses import get_loss
 
 log = logging.getLogger(__name__)
 REFERENCE_FILE = "reference_logps.parquet"

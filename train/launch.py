@@ -3,7 +3,7 @@
 ``launch_training(config)`` is the one entry point for the CLI, the loop and the flows:
 
 - ``launcher.mode: local`` (default) trains in this process (CPU or one GPU);
-- ``accelerate`` runs ``accelerate launch [--config_file F] --num_processes N ... -m train.launch_entry
+- ``accelerate`` runs ``accelerate launch [--config_file F] --num_processes N ... -m prefwork.train.launch_entry
   --config RUN_DIR/config.json`` (FSDP, DDP, multi-process CPU);
 - ``command`` runs a shell template (``{accelerate}``, ``{config}``, ``{run_dir}`` ...), e.g. an
   ``sbatch --wait`` wrapper for a cluster scheduler.
@@ -29,13 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from pipeline.run import RunDir, redact
-from pipeline.schemas import CHUNKS, PAIRS
-from pipeline.store import file_hash, read_table, write_json
-from train.launch_config import ConfigError, TrainSpec, load_config_file, load_spec
+from prefwork.pipeline.run import RunDir, redact
+from prefwork.pipeline.schemas import CHUNKS, PAIRS
+from prefwork.pipeline.store import file_hash, read_table, write_json
+from prefwork.train.launch_config import ConfigError, TrainSpec, load_config_file, load_spec
 
-ROOT = Path(__file__).resolve().parent.parent
-ENTRY = ("-m", "train.launch_entry")
+ENTRY = ("-m", "prefwork.train.launch_entry")
 PLACEHOLDERS = ("accelerate", "entry", "config", "run_dir", "python", "log", "num_processes")
 RESULT_FILE = "result.json"
 
@@ -117,7 +116,7 @@ def validate_spec(spec: TrainSpec) -> list[str]:
 # -- commands ------------------------------------------------------------------------------------
 
 def accelerate_command(spec: TrainSpec, config_path: Path) -> list[str]:
-    """``accelerate launch ... -m train.launch_entry --config CONFIG`` for this spec.
+    """``accelerate launch ... -m prefwork.train.launch_entry --config CONFIG`` for this spec.
 
     With ``cpu`` and N > 1 processes the command uses ``--multi_gpu`` (torchrun) and the entry
     starts gloo CPU processes: accelerate 1.x's ``--cpu`` alone runs a single process. Without an
@@ -195,7 +194,7 @@ def _stream(cmd: list[str] | str, env: dict[str, str], log_path: Path, echo: Cal
     """Run ``cmd`` (a list, or a shell string), copy each output line to ``echo`` and the log."""
     with open(log_path, "a", encoding="utf-8") as log:
         log.write(f"$ {cmd if isinstance(cmd, str) else shlex.join(cmd)}\n")
-        proc = subprocess.Popen(cmd, shell=isinstance(cmd, str), cwd=ROOT, env=env, text=True, bufsize=1,
+        proc = subprocess.Popen(cmd, shell=isinstance(cmd, str), env=env, text=True, bufsize=1,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             for line in proc.stdout:
@@ -261,13 +260,12 @@ def launch_training(config: str | Path | dict | TrainSpec, *, overrides: dict[st
     cmd = command_for(spec, rd.path)
     t0 = time.time()
     if cmd is None:
-        from train.launch_entry import run_spec
+        from prefwork.train.launch_entry import run_spec
         with open(log_path, "a", encoding="utf-8") as log, _capture(log, echo):
             run_spec(spec)
         rc = 0
     else:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **spec.launcher.env,
-               "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **spec.launcher.env}
         if spec.launcher.cpu:
             env["ACCELERATE_USE_CPU"] = "true"
         rc = _stream(cmd, env, log_path, echo)

@@ -20,10 +20,10 @@ from typing import Any
 
 import yaml
 
-from pipeline.curriculum import METHODS
-from train.configs import DPOConfig, SFTConfig
-from train.losses import LOSSES
-from train.sdpo import SCHEDULES
+from prefwork.pipeline.curriculum import METHODS
+from prefwork.train.configs import DPOConfig, SFTConfig
+from prefwork.train.losses import LOSSES
+from prefwork.train.sdpo import SCHEDULES
 
 KINDS = ("dpo", "sft")
 MODES = ("local", "accelerate", "command")
@@ -162,8 +162,8 @@ def spec_from_dict(raw: dict[str, Any], source: str = "<config>", overrides: dic
 def check_stage_sections(raw: dict[str, Any], source: str) -> None:
     """The recipe's ``sample`` / ``judge`` sections use only the fields their stages know."""
     try:
-        from pipeline.engines_factory import ENGINES, EngineOptions
-        from pipeline.sample import SampleConfig
+        from prefwork.pipeline.engines_factory import ENGINES, EngineOptions
+        from prefwork.pipeline.sample import SampleConfig
     except ImportError:  # an older pipeline without the engine factory: nothing to check against
         return
     engine_fields = {f.name for f in dataclasses.fields(EngineOptions)}

@@ -1,4 +1,4 @@
-"""The process that trains: ``python -m train.launch_entry --config RUN_DIR/config.json``.
+"""The process that trains: ``python -m prefwork.train.launch_entry --config RUN_DIR/config.json``.
 
 ``accelerate launch`` starts one of these per rank (``launch_training`` runs ``run_spec``
 directly for in-process runs). It dispatches to ``train_sft``, ``train_dpo`` or
@@ -14,7 +14,7 @@ import os
 import time
 from pathlib import Path
 
-from train.launch_config import TrainSpec, spec_from_dict
+from prefwork.train.launch_config import TrainSpec, spec_from_dict
 
 RESULT_FILE = "result.json"
 
@@ -31,9 +31,9 @@ def _state():
 
 def _chunks_of(spec: TrainSpec, table, run_dir: Path, state):
     """The CHUNKS table to train over: the file's own, or the pairs split into ``spec.chunks``."""
-    from pipeline.curriculum import ChunkConfig, make_chunks
-    from pipeline.schemas import CHUNKS, PAIRS
-    from pipeline.store import read_table, write_table
+    from prefwork.pipeline.curriculum import ChunkConfig, make_chunks
+    from prefwork.pipeline.schemas import CHUNKS, PAIRS
+    from prefwork.pipeline.store import read_table, write_table
 
     if "chunk" in table.columns and not spec.chunks:
         return table
@@ -43,7 +43,7 @@ def _chunks_of(spec: TrainSpec, table, run_dir: Path, state):
             pairs = table.select([c for c in table.columns if c in PAIRS.columns])
             margin = None
             if spec.curriculum == "logp_margin":
-                from train.difficulty import logp_margins
+                from prefwork.train.difficulty import logp_margins
                 margin = logp_margins(spec.model, pairs, max_length=spec.dpo.max_length)
             cfg = ChunkConfig(chunks=max(spec.chunks, 1), method=spec.curriculum, seed=spec.dpo.seed)
             write_table(make_chunks(pairs, cfg, margin), path, CHUNKS)
@@ -57,17 +57,17 @@ def run_spec(spec: TrainSpec) -> Path:
     run_dir = Path(spec.run_dir)
     t0 = time.time()
     if spec.kind == "sft":
-        from train.sft import load_corpus, train_sft
+        from prefwork.train.sft import load_corpus, train_sft
         final = train_sft(spec.model, load_corpus(spec.data), run_dir / "model", spec.sft)
         metrics = {}
     else:
         import polars as pl
 
-        from pipeline.schemas import PAIRS
-        from pipeline.store import read_table
-        from train.dpo import train_dpo
-        from train.dpo_monitor import read_metrics
-        from train.sdpo import train_sdpo
+        from prefwork.pipeline.schemas import PAIRS
+        from prefwork.pipeline.store import read_table
+        from prefwork.train.dpo import train_dpo
+        from prefwork.train.dpo_monitor import read_metrics
+        from prefwork.train.sdpo import train_sdpo
 
         table = pl.read_parquet(spec.data)
         if "chunk" in table.columns or spec.chunks:
@@ -79,7 +79,7 @@ def run_spec(spec: TrainSpec) -> Path:
         last = read_metrics(final.parent)
         metrics = last[-1] if last else {}
     if state.is_main_process:
-        from pipeline.store import write_json
+        from prefwork.pipeline.store import write_json
         write_json(run_dir / RESULT_FILE, {
             "kind": spec.kind, "final_model": str(Path(final).resolve()), "run_dir": str(run_dir),
             "schedule": spec.schedule, "world_size": state.num_processes, "train_s": round(time.time() - t0, 2),

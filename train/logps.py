@@ -17,8 +17,8 @@ from typing import Any, Iterable
 import torch
 import torch.nn.functional as F
 
-from pipeline.chat import render_prompt
-from train.shared_prompt import IGNORE, shared_prompt_logps
+from prefwork.pipeline.chat import render_prompt
+from prefwork.train.shared_prompt import IGNORE, shared_prompt_logps
 
 
 def _eos_id(tokenizer) -> int:

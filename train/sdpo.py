@@ -13,9 +13,9 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.schemas import CHUNKS, PAIRS, validate
-from pipeline.store import write_json
-from train.dpo import DPOConfig, train_dpo
+from prefwork.pipeline.schemas import CHUNKS, PAIRS, validate
+from prefwork.pipeline.store import write_json
+from prefwork.train.dpo import DPOConfig, train_dpo
 
 log = logging.getLogger(__name__)
 SCHEDULES = ("sdpo", "dpo")

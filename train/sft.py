@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 
-from pipeline.chat import render_prompt
-from pipeline.store import StageCache, content_key, file_hash, write_json
-from train.configs import SFTConfig  # noqa: F401 - re-exported
-from train.policy import PolicyConfig, build_random_policy
+from prefwork.pipeline.chat import render_prompt
+from prefwork.pipeline.store import StageCache, content_key, file_hash, write_json
+from prefwork.train.configs import SFTConfig  # noqa: F401 - re-exported
+from prefwork.train.policy import PolicyConfig, build_random_policy
 
 
 def encode_example(tokenizer, prompt: str, response: str, max_length: int) -> dict[str, list[int]]:

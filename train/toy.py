@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from train.losses import get_loss
+from prefwork.train.losses import get_loss
 
 N_PROMPTS = 4
 N_RESPONSES = 10
@@ -311,7 +311,7 @@ def run_toy(config: ToyConfig, out_dir: Path) -> ToyResult:
     seed) and, if ``config.plots``, toy_<scenario>.png (one per scenario, from train.toy_plots).
     Runs in seconds on one CPU thread.
     """
-    from train.toy_findings import check_findings
+    from prefwork.train.toy_findings import check_findings
 
     for name in config.losses:
         get_loss(name)  # an unknown loss fails here, listing the valid names
@@ -324,7 +324,7 @@ def run_toy(config: ToyConfig, out_dir: Path) -> ToyResult:
     _atomic_write_text(out_dir / "findings.json", json.dumps(findings, indent=2))
     files.append(out_dir / "findings.json")
     if config.plots:
-        from train.toy_plots import save_plots
+        from prefwork.train.toy_plots import save_plots
 
         files += save_plots(histories, out_dir)
     return ToyResult(config=config, histories=histories, summary=rows, files=files, findings=findings)

@@ -14,8 +14,8 @@ from typing import Callable
 
 import numpy as np
 
-from train.toy import SCENARIOS
-from train.toy import degradation as _drop
+from prefwork.train.toy import SCENARIOS
+from prefwork.train.toy import degradation as _drop
 
 History = dict[str, np.ndarray]
 Runs = dict[tuple[int, str, str], History]

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from flows.options import add_dataclass, from_args
-from flows.flow_configs import RefreshConfig
+from prefwork.flows.options import add_dataclass, from_args
+from prefwork.flows.flow_configs import RefreshConfig
 
 NAME = "datasets"
 HELP = "versioned preference datasets: refresh (new prompts -> new version), list, show, diff, push"
@@ -74,7 +74,7 @@ def refresh(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
-    from flows.deploy import get_flow
+    from prefwork.flows.deploy import get_flow
 
     cfg = from_args(RefreshConfig, args)
     out = get_flow("refresh", args.runner, args.workers)(config=asdict(cfg))
@@ -90,8 +90,8 @@ def refresh(args: argparse.Namespace) -> int:
 def list_versions(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from flows.progress import table_console
-    from pipeline.datasets_store import DatasetStore
+    from prefwork.flows.progress import table_console
+    from prefwork.pipeline.datasets_store import DatasetStore
 
     store = DatasetStore(args.workspace, args.dataset)
     table = Table(title=f"dataset {args.dataset} ({store.root})")
@@ -113,7 +113,7 @@ def show(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from pipeline.datasets_store import DatasetStore
+    from prefwork.pipeline.datasets_store import DatasetStore
 
     v = DatasetStore(args.workspace, args.dataset).get(args.version)
     m = v.manifest
@@ -142,7 +142,7 @@ def diff(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from pipeline.datasets_store import DatasetStore, diff as diff_versions
+    from prefwork.pipeline.datasets_store import DatasetStore, diff as diff_versions
 
     store = DatasetStore(args.workspace, args.dataset)
     d = diff_versions(store.get(args.a), store.get(args.b))
@@ -165,7 +165,7 @@ def diff(args: argparse.Namespace) -> int:
 
 
 def push(args: argparse.Namespace) -> int:
-    from pipeline.datasets_store import DatasetStore, push_to_hub
+    from prefwork.pipeline.datasets_store import DatasetStore, push_to_hub
 
     url = push_to_hub(DatasetStore(args.workspace, args.dataset).get(args.version), args.repo_id,
                       private=args.private)

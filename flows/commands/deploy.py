@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import asdict
 
-from flows.options import add_dataclass, from_args
-from flows.flow_configs import RefreshConfig
+from prefwork.flows.options import add_dataclass, from_args
+from prefwork.flows.flow_configs import RefreshConfig
 
 NAME = "deploy"
 HELP = "serve a flow (refresh, winrate) on a cron/interval schedule as a Prefect deployment"
@@ -38,8 +38,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.set_defaults(func=run)
     p = subs.add_parser("winrate", help="serve winrate_report", formatter_class=parser.formatter_class)
     _common(p, "winrate")
-    from evaluators.evaluate import EvalConfig
-    from flows.flow_configs import WinrateConfig
+    from prefwork.evaluators.evaluate import EvalConfig
+    from prefwork.flows.flow_configs import WinrateConfig
     add_dataclass(p, WinrateConfig)
     add_dataclass(p, EvalConfig)
     p.set_defaults(func=run)
@@ -65,14 +65,14 @@ def parameters(args: argparse.Namespace) -> dict:
     """The deployment's default parameters from the parsed options."""
     if args.deploy_target == "refresh":
         return {"config": _absolute(asdict(from_args(RefreshConfig, args)))}
-    from evaluators.evaluate import EvalConfig
-    from flows.flow_configs import WinrateConfig
+    from prefwork.evaluators.evaluate import EvalConfig
+    from prefwork.flows.flow_configs import WinrateConfig
     return {"config": _absolute(asdict(from_args(WinrateConfig, args))),
             "eval_config": asdict(from_args(EvalConfig, args))}
 
 
 def run(args: argparse.Namespace) -> int:
-    from flows.deploy import serve
+    from prefwork.flows.deploy import serve
 
     if args.cron and args.interval:
         raise ValueError("give --cron or --interval, not both")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from flows.loop_config import LoopConfig
+from prefwork.flows.loop_config import LoopConfig
 
 NAME = "init-policy"
 HELP = "build the tiny default policy (BPE tokenizer + small Llama, SFT on data/corpus); cached"
@@ -19,7 +19,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from train.sft import init_policy
+    from prefwork.train.sft import init_policy
     path = init_policy(Path(args.workspace) / ".cache", args.corpus)
     print(path)
     return 0

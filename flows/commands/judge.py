@@ -15,8 +15,8 @@ import json
 import os
 from pathlib import Path
 
-from flows.options import add_dataclass, from_args
-from evaluators.judge_client import ClientOptions
+from prefwork.flows.options import add_dataclass, from_args
+from prefwork.evaluators.judge_client import ClientOptions
 
 NAME = "judge"
 HELP = "score candidates with a judge (LLM rubric, rules, combined) or audit a judge"
@@ -27,7 +27,7 @@ BUDGET_EXIT = 3
 def register(parser) -> None:
     parser.add_argument("action", nargs="?", choices=("score", "audit"), default="score",
                         help="score (default): judge a candidates file; audit: measure the judge itself")
-    from evaluators.judges import judge_names
+    from prefwork.evaluators.judges import judge_names
     parser.add_argument("--judge", required=True,
                         help=f"judge name ({', '.join(judge_names())}), a judge directory, or a weighted list "
                              "like 'math_1to5:0.7,rules:0.3'")
@@ -57,20 +57,20 @@ def register(parser) -> None:
 
 
 def _session(args):
-    from evaluators.judges import JudgeSession
+    from prefwork.evaluators.judges import JudgeSession
     return JudgeSession(from_args(ClientOptions, args), cache=args.cache or None, model=args.model,
                         structured=args.structured, listwise=args.listwise, orders=args.orders,
                         rule_cap=args.rule_cap)
 
 
 def _run_dir(args, name: str):
-    from pipeline.run import RunDir
+    from prefwork.pipeline.run import RunDir
     rd = RunDir(args.run_dir) if args.run_dir else RunDir.create(args.runs, name)
     config = {k: v for k, v in vars(args).items() if k != "func"}
     inputs = {}
     for key in ("inp", "baseline", "pairs", "gold"):
         if config.get(key) and Path(config[key]).is_file():
-            from pipeline.store import file_hash
+            from prefwork.pipeline.store import file_hash
             inputs[key] = file_hash(config[key])
     rd.write_metadata(config, inputs)
     return rd
@@ -89,7 +89,7 @@ def _usage_table(console, usage: dict) -> None:
 
 def run(args) -> int:
     from rich.console import Console
-    from evaluators.judges import get_spec
+    from prefwork.evaluators.judges import get_spec
 
     console = Console(stderr=True)
     get_spec(args.judge)  # an unknown judge fails first, listing the valid names
@@ -97,9 +97,9 @@ def run(args) -> int:
         return run_audit(args, console)
     if not args.inp or not args.out:
         raise ValueError("prefwork judge needs --in CANDIDATES and --out FILE (or `judge audit`)")
-    from evaluators.judges import JudgeSession  # noqa: F401 - import errors surface before the run dir exists
-    from pipeline.schemas import CANDIDATES, JUDGMENTS, SCORES
-    from pipeline.store import read_table, write_table
+    from prefwork.evaluators.judges import JudgeSession  # noqa: F401 - import errors surface before the run dir exists
+    from prefwork.pipeline.schemas import CANDIDATES, JUDGMENTS, SCORES
+    from prefwork.pipeline.store import read_table, write_table
 
     cands = read_table(args.inp, CANDIDATES)
     rd = _run_dir(args, "judge")
@@ -136,8 +136,8 @@ def run(args) -> int:
 def run_audit(args, console) -> int:
     from rich.table import Table
 
-    from evaluators.audit import load_pairs, load_table, run_audit as audit
-    from pipeline.store import write_json, write_table
+    from prefwork.evaluators.audit import load_pairs, load_table, run_audit as audit
+    from prefwork.pipeline.store import write_json, write_table
 
     with _session(args) as s:
         spec = s.spec(args.judge)

@@ -7,8 +7,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from flows.loop_config import LoopConfig
-from flows.options import add_dataclass, from_args
+from prefwork.flows.loop_config import LoopConfig
+from prefwork.flows.options import add_dataclass, from_args
 
 NAME = "loop"
 HELP = "run R rounds of sample -> judge -> pairs -> chunks -> sDPO -> win rate vs SFT"
@@ -33,11 +33,11 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from flows import progress
-    from flows.loop import iterative_dpo
-    from flows.loop_report import results_table, write_outputs
-    from pipeline.prompts import load_prompts
-    from pipeline.run import RunDir
+    from prefwork.flows import progress
+    from prefwork.flows.loop import iterative_dpo
+    from prefwork.flows.loop_report import results_table, write_outputs
+    from prefwork.pipeline.prompts import load_prompts
+    from prefwork.pipeline.run import RunDir
 
     if args.resume:
         run_dir = RunDir(args.resume)
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _reused(run_dir: Path, since: float) -> str:
     """``"; 12 of 15 stages from the cache"`` for the stages this invocation ran, or ``""`` if none was."""
-    from train.dpo_monitor import read_metrics
+    from prefwork.train.dpo_monitor import read_metrics
 
     flags = [m["cached"] for m in read_metrics(run_dir) if "cached" in m and m["time"] >= since]
     return f"; {sum(flags)} of {len(flags)} stages from the cache" if any(flags) else ""

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import argparse
 
-from flows.options import add_dataclass, from_args
-from pipeline.pairs import PairConfig
-from pipeline.step_pairs import StepPairConfig
+from prefwork.flows.options import add_dataclass, from_args
+from prefwork.pipeline.pairs import PairConfig
+from prefwork.pipeline.step_pairs import StepPairConfig
 
 NAME = "pairs"
 HELP = "build (prompt, chosen, rejected) pairs: best vs worst candidate, or step-level (--step-level)"
@@ -41,7 +41,7 @@ def register(parser: argparse.ArgumentParser) -> None:
                       help="step judge: deterministic arithmetic checker, or an LLM judge (--base-url)")
     step.add_argument("--threads", type=int, default=None, help="torch threads of the sampling engine")
     add_dataclass(parser, StepPairConfig, prefix="step_")
-    from evaluators.step_judge import StepJudgeConfig
+    from prefwork.evaluators.step_judge import StepJudgeConfig
 
     add_dataclass(parser, StepJudgeConfig, prefix="judge_")
     parser.add_argument("--base-url", dest="base_url", default=None, help="judge server (same as --judge-base-url)")
@@ -58,8 +58,8 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from pipeline.schemas import PAIRS
-    from pipeline.store import write_json, write_table
+    from prefwork.pipeline.schemas import PAIRS
+    from prefwork.pipeline.store import write_json, write_table
 
     console = Console(stderr=True)
     try:
@@ -81,8 +81,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def whole_answers(args):
-    from pipeline.pairs import build_pairs
-    from pipeline.store import read_table
+    from prefwork.pipeline.pairs import build_pairs
+    from prefwork.pipeline.store import read_table
 
     _need(args, "candidates", "scores")
     pairs, stats = build_pairs(read_table(args.candidates), read_table(args.scores), from_args(PairConfig, args))
@@ -90,15 +90,15 @@ def whole_answers(args):
 
 
 def step_level(args, console):
-    from evaluators.step_check import CheckStepJudge
-    from pipeline.engines import TransformersEngine
-    from pipeline.prompts import load_prompts
-    from pipeline.step_pairs import assemble_step_pairs, load_solutions
+    from prefwork.evaluators.step_check import CheckStepJudge
+    from prefwork.pipeline.engines import TransformersEngine
+    from prefwork.pipeline.prompts import load_prompts
+    from prefwork.pipeline.step_pairs import assemble_step_pairs, load_solutions
 
     _need(args, "problems", "solutions", "policy")
     problems, solutions = load_prompts(args.problems), load_solutions(args.solutions)  # fail fast on bad input
     if args.judge == "llm":
-        from evaluators.step_judge import LLMStepJudge, StepJudgeConfig
+        from prefwork.evaluators.step_judge import LLMStepJudge, StepJudgeConfig
 
         jcfg = from_args(StepJudgeConfig, args, prefix="judge_")
         jcfg.base_url = args.base_url or jcfg.base_url

@@ -20,7 +20,7 @@ example:
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    from evaluators.report import EXTRA_COLUMNS
+    from prefwork.evaluators.report import EXTRA_COLUMNS
 
     parser.add_argument("--workspace", default="runs", help="workspace holding history.parquet")
     parser.add_argument("--model", action="append", default=[], help="only these models (repeatable)")
@@ -46,10 +46,10 @@ def select(history, models: list[str], stages: list[str]):
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from evaluators.plots import plot_winrates
-    from evaluators.report import history_markdown, history_table, load_history
-    from flows.progress import table_console
-    from pipeline.store import atomic_write_bytes
+    from prefwork.evaluators.plots import plot_winrates
+    from prefwork.evaluators.report import history_markdown, history_table, load_history
+    from prefwork.flows.progress import table_console
+    from prefwork.pipeline.store import atomic_write_bytes
 
     console = table_console()
     path = Path(args.workspace) / "history.parquet"

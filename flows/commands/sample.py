@@ -10,9 +10,9 @@ import os
 import time
 from pathlib import Path
 
-from flows.options import add_dataclass, from_args
-from pipeline.engines_factory import ENGINES, EngineOptions, make_engine, resolve_engine
-from pipeline.sample import SampleConfig
+from prefwork.flows.options import add_dataclass, from_args
+from prefwork.pipeline.engines_factory import ENGINES, EngineOptions, make_engine, resolve_engine
+from prefwork.pipeline.sample import SampleConfig
 
 NAME = "sample"
 HELP = "sample N candidates per prompt (vllm, transformers or an OpenAI-compatible server)"
@@ -70,9 +70,9 @@ def register(parser) -> None:
 def run(args) -> int:
     from rich.console import Console
 
-    from pipeline.engines_openai import EngineError
-    from pipeline.prompts import load_prompts
-    from pipeline.sample import sample
+    from prefwork.pipeline.engines_openai import EngineError
+    from prefwork.pipeline.prompts import load_prompts
+    from prefwork.pipeline.sample import sample
 
     console = Console(stderr=True)
     cfg = from_args(SampleConfig, args)

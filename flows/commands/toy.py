@@ -13,8 +13,8 @@ import dataclasses
 import time
 from pathlib import Path
 
-from flows.options import add_dataclass, from_args
-from train.toy import ToyConfig
+from prefwork.flows.options import add_dataclass, from_args
+from prefwork.train.toy import ToyConfig
 
 NAME = "toy"
 HELP = "the 3D-properties toy: 4 prompts, 10 responses, every loss x on/off-policy start; table + PNGs"
@@ -92,8 +92,8 @@ def findings_table(findings: list[dict]):
 
 
 def run(args: argparse.Namespace) -> int:
-    from flows.progress import table_console
-    from train.toy import run_toy
+    from prefwork.flows.progress import table_console
+    from prefwork.train.toy import run_toy
 
     cfg = config_from_args(args)
     out = Path(args.out) if args.out else Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-toy"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from flows.options import add_dataclass
+from prefwork.flows.options import add_dataclass
 
 NAME = "train"
 HELP = "train a policy: `train dpo` (DPO family, sDPO over chunks) or `train sft`, in-process or launched"
@@ -66,10 +66,10 @@ def _add_common(parser: argparse.ArgumentParser, kind: str) -> None:
     parser.add_argument("--cpu", dest="launch__cpu", action="store_true", default=None,
                         help="launched processes train on CPU (gloo)")
     if kind == "dpo":
-        from train.configs import DPOConfig
+        from prefwork.train.configs import DPOConfig
         add_dataclass(parser, DPOConfig)
     else:
-        from train.configs import SFTConfig
+        from prefwork.train.configs import SFTConfig
         add_dataclass(parser, SFTConfig)
     _suppress_defaults(parser, start)
     parser.set_defaults(func=run, kind=kind)
@@ -101,7 +101,7 @@ def overrides_from(args: argparse.Namespace) -> dict:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from train.launch import launch_training
+    from prefwork.train.launch import launch_training
 
     console = Console(stderr=True)
     echo = None if args.quiet else (lambda line: print(line, flush=True))

@@ -10,11 +10,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from evaluators.evaluate import REFERENCE, EvalConfig
-from flows.options import add_dataclass, from_args
+from prefwork.evaluators.evaluate import REFERENCE, EvalConfig
+from prefwork.flows.options import add_dataclass, from_args
 
 try:  # another module of the project; fall back to transformers when it is absent
-    from pipeline.engines_factory import ENGINES, EngineOptions, make_engine, resolve_engine
+    from prefwork.pipeline.engines_factory import ENGINES, EngineOptions, make_engine, resolve_engine
 except ImportError:  # pragma: no cover - exercised only on trees without the factory
     ENGINES, EngineOptions, make_engine = ("transformers",), None, None
     resolve_engine = lambda name: "transformers"  # noqa: E731
@@ -77,7 +77,7 @@ def _judge_opts(items: list[str]) -> dict:
 
 
 def _labels(models: list[str], names: list[str]) -> dict[str, str]:
-    from evaluators.evaluate import model_label
+    from prefwork.evaluators.evaluate import model_label
 
     if len(names) > len(models):
         raise ValueError(f"{len(names)} --model-name labels for {len(models)} models")
@@ -99,7 +99,7 @@ def _engines(args: argparse.Namespace):
         key = str(model_dir)
         if key not in built:
             if make_engine is None:
-                from pipeline.engines import TransformersEngine
+                from prefwork.pipeline.engines import TransformersEngine
                 built[key] = TransformersEngine(model_dir)
             else:
                 built[key] = make_engine(name, model_dir, **vars(from_args(EngineOptions, args)))
@@ -112,14 +112,14 @@ def run(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
-    from evaluators.evaluate import evaluate, model_label
-    from evaluators.evaluate_report import tables, write_outputs
-    from evaluators.report import append_history
-    from flows.progress import table_console
-    from pipeline.prompts import load_prompts
-    from pipeline.run import RunDir
-    from pipeline.schemas import JUDGMENTS
-    from pipeline.store import file_hash, frame_hash, write_json, write_table
+    from prefwork.evaluators.evaluate import evaluate, model_label
+    from prefwork.evaluators.evaluate_report import tables, write_outputs
+    from prefwork.evaluators.report import append_history
+    from prefwork.flows.progress import table_console
+    from prefwork.pipeline.prompts import load_prompts
+    from prefwork.pipeline.run import RunDir
+    from prefwork.pipeline.schemas import JUDGMENTS
+    from prefwork.pipeline.store import file_hash, frame_hash, write_json, write_table
 
     console = table_console()
     cfg = from_args(EvalConfig, args)
