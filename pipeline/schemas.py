@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import polars as pl
 
 #: Tasks a prompt may declare; a rule judge or rubric exists for each.
-KNOWN_TASKS = ("slogan", "poem", "math", "chat")
+KNOWN_TASKS = ("slogan", "poem", "math", "chat", "ifeval")
 
 
 class SchemaError(ValueError):
