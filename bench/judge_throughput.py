@@ -84,8 +84,8 @@ def run_prefwork(base_url: str, model: str, prompts: list[str], max_tokens: int,
                  workdir: Path) -> float:
     import polars as pl
 
-    from prefwork.evaluators.judge_client import ClientOptions
-    from prefwork.evaluators.judges import JudgeSession
+    from prefwork.evaluators.llm_client import ClientOptions
+    from prefwork.evaluators.session import JudgeSession
 
     judge_dir = workdir / "bench_judge"
     judge_dir.mkdir(parents=True, exist_ok=True)

@@ -25,9 +25,9 @@ from typing import Any
 
 import polars as pl
 
-from prefwork.evaluators.judges import JudgeSession
-from prefwork.evaluators.llm_judge import RubricJudge
-from prefwork.evaluators.llm_pairwise import PairwiseJudge
+from prefwork.evaluators.pairwise import LLMPairwiseJudge
+from prefwork.evaluators.rubric import RubricJudge
+from prefwork.evaluators.session import JudgeSession
 
 LABELS = {"a": 1.0, "b": 0.0, "tie": 0.5, "1": 1.0, "0": 0.0, "0.5": 0.5, "1.0": 1.0, "0.0": 0.0}
 
@@ -71,9 +71,9 @@ def _pref(sa: float, sb: float) -> float:
     return 1.0 if sa > sb else 0.0 if sa < sb else 0.5
 
 
-async def _pairwise_calls(judge: PairwiseJudge, session, client, pair: dict, repeat: int) -> dict:
-    ab, ba = await asyncio.gather(judge.compare(client, session.cache, pair["prompt"], pair["a"], pair["b"], repeat),
-                                  judge.compare(client, session.cache, pair["prompt"], pair["b"], pair["a"], repeat))
+async def _pairwise_calls(judge: LLMPairwiseJudge, session, client, pair: dict, repeat: int) -> dict:
+    ab, ba = await asyncio.gather(judge.ask(client, session.cache, pair["prompt"], pair["a"], pair["b"], repeat),
+                                  judge.ask(client, session.cache, pair["prompt"], pair["b"], pair["a"], repeat))
     err = ab.error or ba.error
     if err:
         return {"error": err}
@@ -97,7 +97,7 @@ async def audit_pairs_async(session: JudgeSession, name: str, pairs: pl.DataFram
     if spec.kind not in ("pairwise", "rubric"):
         raise ValueError(f"judge audit needs a pairwise or rubric judge; {name!r} is {spec.kind}")
     client, spec = await session._client_for(spec)
-    judge = PairwiseJudge(spec, "both") if spec.kind == "pairwise" else RubricJudge(spec)
+    judge = LLMPairwiseJudge(spec, "both") if spec.kind == "pairwise" else RubricJudge(spec)
     calls = _pairwise_calls if spec.kind == "pairwise" else _rubric_calls
     rows = pairs.to_dicts()
     results = await asyncio.gather(*(calls(judge, session, client, r, k) for r in rows for k in range(repeats)))

@@ -1,4 +1,11 @@
-"""k-repeat win-rate evaluation: one or more models against a baseline, judged pairwise.
+"""The evaluation path: ``evaluate_pair`` (judgments of two sides' answers, nothing dropped) and
+``evaluate`` (k-repeat win rate of one or more models against a baseline).
+
+Every win rate goes through ``evaluate_pair``: ``prefwork winrate`` and the ``winrate_report`` flow
+(both via ``evaluate``, then ``evaluators.report_winrate.write_run``), the loop's evaluation stage
+(``flows.stages.judge_pairwise_stage``) and ``prefwork judge --baseline``. The CLI does not start the
+flow: a flow run needs a Prefect server (15-20 s to start a temporary one), which a one-off command
+should not pay; both call the same two functions, so they cannot drift apart.
 
 Why: a single win rate hides how much it moves when the same comparison is sampled again.
 ``evaluate`` samples every model ``k`` times with fresh seeds on the same ``n`` prompts,
@@ -12,8 +19,8 @@ interval, failure bounds, length control).
   different base, so a model against itself compares two independent samples.
 - Baseline: a model directory is sampled afresh each repeat with its own seeds; the word
   ``reference`` uses the prompts' ``reference`` answers, held fixed over repeats.
-- Judges are a registry (``PAIRWISE_JUDGES``, ``register_pairwise_judge``) holding ``rules``;
-  every ``pairwise`` judge of ``evaluators.judges`` (``data/judges/<name>``) is found too.
+- Judges come from the one registry (``evaluators.judges.make_judge``): the rule judge, ``ifeval``,
+  LLM rubric, pairwise and combined judges alike (a scoring judge compares by its scores).
 - Nothing is dropped silently: a (prompt, repeat) with no judgment (a skipped prompt, a
   judge that returned nothing) becomes a failed judgment with ``error`` set, which the
   statistics count and bound instead of shrinking the denominator unnoticed.
@@ -28,8 +35,7 @@ from typing import Any, Callable
 
 import polars as pl
 
-from prefwork.evaluators.pairwise_judges import (  # noqa: F401 - re-exported
-    PAIRWISE_JUDGES, PairwiseJudge, make_pairwise_judge, pairwise_judge_names, register_pairwise_judge)
+from prefwork.evaluators.judges import Judge, make_judge
 from prefwork.evaluators.winrate import PairedDifference, WinRateSummary, decompose_variance, paired_difference, summarize
 from prefwork.pipeline.sample import SampleConfig, derive_seed, sample
 from prefwork.pipeline.schemas import CANDIDATES, JUDGMENTS, PROMPTS, SchemaError, validate
@@ -49,7 +55,7 @@ class EvalConfig:
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling mass"})
     max_tokens: int = field(default=48, metadata={"help": "new tokens per answer"})
     seed: int = field(default=0, metadata={"help": "base seed: prompt choice, model and baseline seeds"})
-    judge: str = field(default="rules", metadata={"help": "pairwise judge (rules, or a registered LLM judge)"})
+    judge: str = field(default="rules", metadata={"help": "judge (rules, ifeval, or an LLM judge of data/judges)"})
     rejudge: int = field(default=0, metadata={
         "help": "re-judge the fixed generations J times to split judge from generation noise (LLM judges)"})
 
@@ -122,6 +128,34 @@ def complete_judgments(judged: pl.DataFrame, model: pl.DataFrame, baseline: pl.D
     return validate(out, JUDGMENTS).sort("repeat", "prompt_id")
 
 
+def _name(cands: pl.DataFrame, given: str | None, default: str) -> str:
+    if given:
+        return given
+    return str(cands["model"][0]) if "model" in cands.columns and cands.height else default
+
+
+def evaluate_pair(model_cands: pl.DataFrame, baseline_cands: pl.DataFrame, judge: Judge, *,
+                  prompts: pl.DataFrame | None = None, repeats: int | None = None, judge_repeat: int = 0,
+                  model_name: str | None = None, baseline_name: str | None = None) -> pl.DataFrame:
+    """JUDGMENTS of model vs baseline answers for every (prompt, repeat) of the design, none dropped.
+
+    The design is ``prompts`` (their prompt_id; default: every prompt either side answered) x
+    ``repeats`` (default: the highest candidate_id + 1 on either side); repeat r is candidate r of
+    each side. ``judge.compare`` decides the pairs both sides answered; every other (prompt, repeat)
+    becomes a failed judgment (null preference, ``error`` saying which side had no answer), which the
+    win-rate statistics count in ``n_errors`` and bound, instead of shrinking the denominator unseen.
+    """
+    judged = judge.compare(model_cands, baseline_cands, judge_repeat=judge_repeat)
+    ids = (prompts.select("prompt_id") if prompts is not None else
+           pl.concat([model_cands.select("prompt_id"), baseline_cands.select("prompt_id")]).unique(maintain_order=True))
+    if repeats is None:
+        top = [c["candidate_id"].max() for c in (model_cands, baseline_cands) if c.height]
+        repeats = 1 + int(max(top)) if top else 1
+    return complete_judgments(judged, model_cands, baseline_cands, ids, repeats,
+                              _name(model_cands, model_name, "model"), _name(baseline_cands, baseline_name, "baseline"),
+                              judge.name)
+
+
 # --- the evaluation -----------------------------------------------------------------------
 
 @dataclass
@@ -155,7 +189,7 @@ def evaluate(prompts: pl.DataFrame, models: dict[str, str | Path], baseline: str
         raise ValueError(f"repeats must be >= 1, got {cfg.repeats}")
     if not models:
         raise ValueError("no model to evaluate")
-    judge = make_pairwise_judge(cfg.judge, **(judge_opts or {}))
+    judge = make_judge(cfg.judge, **(judge_opts or {}))
     chosen = select_prompts(prompts, cfg.prompts_per_repeat, cfg.seed)
     cand_dir = Path(out_dir) / "candidates"
     cand_dir.mkdir(parents=True, exist_ok=True)
@@ -177,22 +211,22 @@ def evaluate(prompts: pl.DataFrame, models: dict[str, str | Path], baseline: str
             path = cand_dir / f"{_safe(label)}.parquet"
             cands = sample_side(chosen, engine_for(Path(model_dir)), cfg, seeds["model"], label, path)
             result.candidates[label] = path
-            j = complete_judgments(judge.judge(cands, base, judge_repeat=0), cands, base, chosen, k, label,
-                                   result.baseline, judge.name)
+            j = evaluate_pair(cands, base, judge, prompts=chosen, repeats=k, model_name=label,
+                              baseline_name=result.baseline)
             frames.append(j)
             result.summaries[label] = summarize(j, seed=cfg.seed)
             if cfg.rejudge > 1 and not judge.deterministic:
                 reps = [j.with_columns(judge_repeat=pl.lit(0, pl.Int64))]
                 for jr in range(1, cfg.rejudge):
-                    again = complete_judgments(judge.judge(cands, base, judge_repeat=jr), cands, base, chosen, k,
-                                               label, result.baseline, judge.name)
+                    again = evaluate_pair(cands, base, judge, prompts=chosen, repeats=k, judge_repeat=jr,
+                                          model_name=label, baseline_name=result.baseline)
                     reps.append(again.with_columns(judge_repeat=pl.lit(jr, pl.Int64)))
                 both = pl.concat(reps)
                 rejudged.append(both)
                 result.variance[label] = decompose_variance(both)
     finally:
         result.judge_usage = judge.usage() if hasattr(judge, "usage") else None
-        if hasattr(judge, "close"):
+        if hasattr(judge, "close"):  # an LLM judge's own session
             judge.close()
     if cfg.rejudge > 1 and judge.deterministic:
         result.notes.append(f"judge '{judge.name}' is deterministic: re-judging gives the same verdicts, so all "

@@ -1,48 +1,137 @@
-"""The judge registry (name -> implementation) and ``JudgeSession``, the one way to run a judge.
+"""The judges: one protocol, one registry (name -> implementation), one session for LLM judges.
 
-Names: ``rules`` (the rule judge, ``evaluators.rules``), every ``data/judges/<name>/config.yaml``
-(rubric, pairwise and combined judges are data), and ad-hoc combinations written
-``"math_1to5:0.7,rules:0.3"``. An unknown name is an error that lists the valid ones.
+A judge turns answers into numbers in two ways (contracts in ``pipeline.schemas``)::
 
-    from prefwork.evaluators.judges import JudgeSession
-    from prefwork.evaluators.judge_client import ClientOptions
+    judge = make_judge("rules")
+    judge.score(candidates)                      # SCORES: one row per answer
+    judge.compare(model_cands, baseline_cands)   # JUDGMENTS: one row per (prompt, repeat) both sides answered
 
-    with JudgeSession(ClientOptions(base_url="http://127.0.0.1:8000/v1"), cache="runs/.cache/judges.sqlite",
-                      model="my-judge") as s:
-        scores = s.score("math_1to5", candidates)                    # SCORES table
-        judgments = s.pairwise("pairwise", model_cands, baseline_cands)  # JUDGMENTS table
-        s.write_usage(run_dir)                                        # usage.json: tokens, cost per judge
+A judge that scores answers one by one compares by those scores (``pairwise.judgments_from_scores``);
+the LLM pairwise judge compares directly and does not score. A win rate goes through
+``evaluators.evaluate.evaluate_pair``, which also records the pairs a side did not answer.
 
-Combined judges normalise each component to 0..1 (rubric: (s - lo) / (hi - lo); rules already are),
-take the weighted mean over the components that apply (the rule judge does not apply to a task it has
-no rules for), and with ``rule_cap`` set, cap the result at that value when any rule failed. Each
-component's own score stays in ``detail``; a failed component fails the row (null score, error set).
+Names: the judges registered below (``rules``, ``ifeval``), every ``data/judges/<name>/config.yaml``
+(rubric, pairwise and combined judges are data), a judge directory by path, and weighted lists
+``"math_1to5:0.7,rules:0.3"`` (``evaluators.combined``). An unknown name is an error listing the
+valid ones. LLM judges run in a ``JudgeSession`` (``evaluators.session``), which holds the one client
+(``evaluators.llm_client``), the answer cache (``evaluators.judge_cache``) and usage per judge::
+
+    with JudgeSession(ClientOptions(base_url="http://127.0.0.1:8000/v1"), cache="runs/.cache/judges.sqlite") as s:
+        scores = s.judge("math_1to5").score(candidates)
+        s.write_usage(run_dir)
 """
 from __future__ import annotations
 
-import asyncio
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import polars as pl
 
-from prefwork.evaluators.judge_cache import JudgeCache
-from prefwork.evaluators.judge_client import ClientOptions, JudgeClient
-from prefwork.evaluators.llm_judge import JUDGES_DIR, NOT_JUDGED_BUDGET, JudgeSpec, RubricJudge, load_spec
-from prefwork.evaluators.llm_pairwise import PairwiseJudge
-from prefwork.pipeline.schemas import JUDGMENTS, SCORES, SchemaError, validate
+from prefwork.evaluators.llm_judge import JUDGES_DIR, JudgeSpec, load_spec
+from prefwork.evaluators.pairwise import judgments_from_scores
 
-RULES_NAME = "rules"
 
+class Judge(Protocol):
+    """What every judge offers; ``deterministic`` judges give the same verdicts every time (no re-judging)."""
+
+    name: str
+    deterministic: bool
+
+    def score(self, candidates: pl.DataFrame) -> pl.DataFrame:
+        """A candidates table (prompt_id, prompt, candidate_id, text; optional task, meta, reference) -> SCORES."""
+
+    def compare(self, model_cands: pl.DataFrame, baseline_cands: pl.DataFrame, *,
+                judge_repeat: int = 0) -> pl.DataFrame:
+        """Model vs baseline answers of the same (prompt_id, candidate_id = repeat) -> JUDGMENTS.
+
+        ``judge_repeat`` > 0 asks for an independent re-judgment (new judge seeds) of the same answers.
+        """
+
+
+@dataclass
+class FunctionJudge:
+    """A judge that is a function of each answer, ``score_fn(candidates) -> SCORES`` on 0..1.
+
+    ``applies(task, meta)`` says which rows it has checks for (a combined judge leaves the others
+    out of its mean); ``caps``: a failed check caps a combined judge's score at its ``rule_cap``.
+    """
+
+    name: str
+    score_fn: Callable[[pl.DataFrame], pl.DataFrame]
+    applies: Callable[[Any, Any], bool] | None = None
+    caps: bool = False
+    deterministic = True
+    score_range = (0.0, 1.0)
+
+    def score(self, candidates: pl.DataFrame) -> pl.DataFrame:
+        return self.score_fn(candidates)
+
+    def compare(self, model_cands: pl.DataFrame, baseline_cands: pl.DataFrame, *,
+                judge_repeat: int = 0) -> pl.DataFrame:
+        return judgments_from_scores(model_cands, self.score(model_cands), baseline_cands,
+                                     self.score(baseline_cands), self.name)
+
+    def close(self) -> None:
+        """Nothing to release (the protocol's judges that hold a session release it here)."""
+
+
+JudgeFactory = Callable[..., Judge]
+#: name -> factory(**options) -> Judge; fill it with ``register_judge``.
+JUDGES: dict[str, JudgeFactory] = {}
+
+
+def register_judge(name: str, factory: JudgeFactory) -> None:
+    """Make ``--judge name`` available everywhere (score, win rate, combined lists)."""
+    JUDGES[name] = factory
+
+
+def function_judge(make: Callable[[], FunctionJudge]) -> JudgeFactory:
+    """A factory for a ``FunctionJudge`` built by ``make`` (imported on first use); it takes no options."""
+    def factory(**opts: Any) -> FunctionJudge:
+        judge = make()
+        if opts:
+            raise ValueError(f"the {judge.name} judge takes no options (got {', '.join(sorted(opts))})")
+        return judge
+    return factory
+
+
+def _rules() -> FunctionJudge:
+    from prefwork.evaluators.rules import JUDGE_NAME, KNOWN_RULE_TASKS, score_candidates
+    return FunctionJudge(JUDGE_NAME, score_candidates, applies=lambda task, meta: task in KNOWN_RULE_TASKS and bool(meta),
+                         caps=True)
+
+
+def _ifeval() -> FunctionJudge:
+    from prefwork.evaluators.ifeval import JUDGE_NAME, score_candidates
+
+    def has_instructions(task: Any, meta: Any) -> bool:
+        try:
+            return bool(meta) and bool(json.loads(meta).get("instructions"))
+        except (TypeError, ValueError, AttributeError):
+            return False
+    return FunctionJudge(JUDGE_NAME, score_candidates, applies=has_instructions)
+
+
+# =====================================================================================================
+# REGISTERED JUDGES: a new judge kind registers here, one line each (its name and its factory).
+# Judges written as data (data/judges/<name>/config.yaml, kind rubric | pairwise | combined) need no line.
+# =====================================================================================================
+register_judge("rules", function_judge(_rules))
+register_judge("ifeval", function_judge(_ifeval))
+
+
+# --- names and specs ----------------------------------------------------------------------------
 
 def judge_names(judges_dir: Path = JUDGES_DIR) -> list[str]:
-    """Every registered judge name: the rule judge and each judge directory."""
+    """Every judge name: the registered ones (in registration order), then each judge directory."""
     found = sorted(p.parent.name for p in Path(judges_dir).glob("*/config.yaml"))
-    return [RULES_NAME] + found
+    return list(JUDGES) + [n for n in found if n not in JUDGES]
 
 
-def _parse_combo(name: str) -> list[tuple[str, float]] | None:
+def parse_combo(name: str) -> list[tuple[str, float]] | None:
+    """``"a:0.7,b:0.3"`` -> [("a", 0.7), ("b", 0.3)]; None for a plain name."""
     if "," not in name and ":" not in name:
         return None
     parts = []
@@ -56,211 +145,38 @@ def _parse_combo(name: str) -> list[tuple[str, float]] | None:
 
 
 def get_spec(name: str, judges_dir: Path = JUDGES_DIR, rule_cap: float | None = None) -> JudgeSpec:
-    """The spec of a judge name (rules, a judge directory, or an ad-hoc ``a:w,b:w`` combination)."""
-    combo = _parse_combo(name)
+    """The spec of a judge name: a registered judge (kind ``registered``), a judge directory, or a list."""
+    combo = parse_combo(name)
     if combo is not None:
         for part, _ in combo:
             get_spec(part, judges_dir)  # each component must exist
         return JudgeSpec(name=name, kind="combined", components=tuple(combo), rule_cap=rule_cap)
-    if name == RULES_NAME:
-        return JudgeSpec(name=RULES_NAME, kind="rules", score_range=(0, 1))
+    if name in JUDGES:
+        return JudgeSpec(name=name, kind="registered", score_range=(0, 1))
     if ("/" in name or "\\" in name) and (Path(name) / "config.yaml").is_file():  # a judge directory by path
         spec = load_spec(Path(name))
-        return spec if rule_cap is None else spec.with_overrides(rule_cap=rule_cap)
-    if not (Path(judges_dir) / name / "config.yaml").is_file():
+    elif (Path(judges_dir) / name / "config.yaml").is_file():
+        spec = load_spec(name, judges_dir)
+    else:
         raise ValueError(f"unknown judge {name!r} (known: {', '.join(judge_names(judges_dir))}; "
                          "or a weighted list like 'math_1to5:0.7,rules:0.3')")
-    spec = load_spec(name, judges_dir)
     return spec if rule_cap is None else spec.with_overrides(rule_cap=rule_cap)
 
 
-def _rows(df: pl.DataFrame) -> list[dict]:
-    cols = [c for c in ("prompt_id", "prompt", "candidate_id", "text", "reference", "task", "meta") if c in df.columns]
-    return df.select(cols).to_dicts()
+def make_judge(name: str, *, session: Any = None, **opts: Any) -> Judge:
+    """The judge called ``name``; an unknown name is an error that lists the valid ones.
 
+    A registered judge gets ``opts`` through its factory. An LLM judge (judge directory or weighted
+    list) runs in ``session``, or in a session of its own built from ``opts`` (``ClientOptions``
+    fields and ``JudgeSession`` options; strings from the CLI are converted), which ``close`` ends.
+    """
+    if name in JUDGES:
+        return JUDGES[name](**opts)
+    get_spec(name)
+    from prefwork.evaluators.session import JudgeSession, SessionJudge
 
-def _scores_frame(df: pl.DataFrame, judge: str, results: list[tuple]) -> pl.DataFrame:
-    out = pl.DataFrame({
-        "prompt_id": df["prompt_id"].cast(pl.String), "candidate_id": df["candidate_id"].cast(pl.Int64),
-        "judge": [judge] * df.height,
-        "score": pl.Series([r[0] for r in results], dtype=pl.Float64),
-        "detail": pl.Series([json.dumps(r[1], ensure_ascii=False) for r in results], dtype=pl.String),
-        "error": pl.Series([r[2] for r in results], dtype=pl.String),
-    })
-    return validate(out, SCORES)
-
-
-class JudgeSession:
-    """One run's judges: a shared rate-limited client, the SQLite answer cache, and usage per judge."""
-
-    def __init__(self, options: ClientOptions | None = None, *, cache: str | Path | None = None,
-                 model: str | None = None, structured: str | None = None, judges_dir: Path = JUDGES_DIR,
-                 http_client: Any = None, listwise: bool = False, orders: str | None = None,
-                 rule_cap: float | None = None):
-        self.options = options or ClientOptions()
-        self.cache = JudgeCache(cache)
-        self.overrides = {"model": model, "structured": structured}
-        self.judges_dir, self.listwise, self.orders, self.rule_cap = Path(judges_dir), listwise, orders, rule_cap
-        self._http_client = http_client
-        self.client: JudgeClient | None = None
-        self.stopped_by_budget = False
-        self._runner: asyncio.Runner | None = None
-
-    # -- setup ----------------------------------------------------------------------------
-    def spec(self, name: str) -> JudgeSpec:
-        spec = get_spec(name, self.judges_dir, self.rule_cap)
-        return spec.with_overrides(**self.overrides) if spec.kind in ("rubric", "pairwise") else spec
-
-    async def _client_for(self, spec: JudgeSpec) -> tuple[JudgeClient, JudgeSpec]:
-        if self.client is None:
-            self.client = JudgeClient(self.options, base_url=self.options.base_url or spec.base_url,
-                                      http_client=self._http_client)
-        if not spec.model:
-            spec = spec.with_overrides(model=await self.client.first_model())
-            self.overrides["model"] = spec.model
-        return self.client, spec
-
-    # -- pointwise scores -------------------------------------------------------------------
-    async def ascore(self, name: str, candidates: pl.DataFrame, *, repeat: int = 0,
-                     progress: Callable[[int], None] | None = None) -> pl.DataFrame:
-        """A candidates table (prompt_id, prompt, candidate_id, text; optional reference, task, meta) -> SCORES."""
-        for col in ("prompt_id", "candidate_id", "text"):
-            if col not in candidates.columns:
-                raise SchemaError(None, None, col, "missing column for a judge (needs prompt_id, prompt, candidate_id, text)")
-        spec = self.spec(name)
-        if spec.kind == "rules":
-            from prefwork.evaluators.rules import score_candidates
-            out = score_candidates(candidates)
-            if progress:
-                progress(candidates.height)
-            return out
-        if spec.kind == "combined":
-            return await self._combined(spec, candidates, repeat, progress)
-        if spec.kind != "rubric":
-            raise ValueError(f"judge {name!r} is a {spec.kind} judge; it compares answers (use it for win rates "
-                             "or `judge audit`), it does not score them one by one")
-        client, spec = await self._client_for(spec)
-        rows = _rows(candidates)
-        for r in rows:
-            r["repeat"] = repeat
-        results = await RubricJudge(spec, listwise=self.listwise).score_rows(client, self.cache, rows, progress)
-        self.stopped_by_budget |= any(r[2] == NOT_JUDGED_BUDGET for r in results)
-        return _scores_frame(candidates, spec.name, results)
-
-    async def _combined(self, spec: JudgeSpec, candidates: pl.DataFrame, repeat: int, progress) -> pl.DataFrame:
-        from prefwork.evaluators.rules import KNOWN_RULE_TASKS
-
-        parts = []
-        for name, weight in spec.components:
-            sub = self.spec(name)
-            lo, hi = sub.score_range if sub.kind != "rules" else (0, 1)
-            parts.append((name, weight, lo, hi, await self.ascore(name, candidates, repeat=repeat)))
-        tasks = candidates["task"].to_list() if "task" in candidates.columns else [None] * candidates.height
-        metas = candidates["meta"].to_list() if "meta" in candidates.columns else [None] * candidates.height
-        results = []
-        for i in range(candidates.height):
-            detail: dict[str, Any] = {"judges": {}}
-            total = wsum = 0.0
-            errors, capped = [], False
-            for name, weight, lo, hi, frame in parts:
-                s, err = frame["score"][i], frame["error"][i]
-                applies = not (name == RULES_NAME and (tasks[i] not in KNOWN_RULE_TASKS or not metas[i]))
-                if not applies:
-                    detail["judges"][name] = {"applies": False}
-                    continue
-                norm = None if s is None else (s - lo) / (hi - lo)
-                detail["judges"][name] = {"score": s, "normalised": norm, "weight": weight, "error": err}
-                if err or norm is None:
-                    errors.append(f"{name}: {err or 'no score'}")
-                    continue
-                total += weight * norm
-                wsum += weight
-                if name == RULES_NAME and spec.rule_cap is not None and s < 1.0:
-                    capped = True
-            if errors or wsum == 0:
-                results.append((None, detail, "; ".join(errors) or "no component judge applies"))
-                continue
-            score = total / wsum
-            if capped and score > spec.rule_cap:
-                score, detail["rule_capped"] = float(spec.rule_cap), True
-            results.append((score, detail, None))
-        if progress:
-            progress(candidates.height)
-        return _scores_frame(candidates, spec.name, results)
-
-    # -- pairwise -------------------------------------------------------------------------
-    async def apairwise(self, name: str, model_cands: pl.DataFrame, baseline_cands: pl.DataFrame, *,
-                        with_detail: bool = False, progress: Callable[[int], None] | None = None) -> pl.DataFrame:
-        """Model vs baseline for every (prompt_id, repeat = candidate_id) on both sides -> JUDGMENTS."""
-        spec = self.spec(name)
-        if spec.kind != "pairwise":
-            raise ValueError(f"judge {name!r} is not a pairwise judge (kind: {spec.kind})")
-        client, spec = await self._client_for(spec)
-        m = model_cands.select("prompt_id", "prompt", "candidate_id", pl.col("text").alias("model_text"),
-                               pl.col("model"))
-        b = baseline_cands.select("prompt_id", "candidate_id", pl.col("text").alias("baseline_text"),
-                                  pl.col("model").alias("baseline"))
-        both = m.join(b, on=["prompt_id", "candidate_id"], how="inner").rename({"candidate_id": "repeat"})
-        both = both.sort(["repeat", "prompt_id"])
-        results = await PairwiseJudge(spec, self.orders).judge_rows(client, self.cache, both.to_dicts(), progress)
-        self.stopped_by_budget |= any(r[2] == NOT_JUDGED_BUDGET for r in results)
-        out = both.select(
-            "prompt_id", "repeat", "model", "baseline", pl.lit(spec.name).alias("judge"), "model_text", "baseline_text",
-            pl.col("model_text").str.len_chars().cast(pl.Int64).alias("model_len"),
-            pl.col("baseline_text").str.len_chars().cast(pl.Int64).alias("baseline_len"),
-        ).with_columns(pl.Series("preference", [r[0] for r in results], dtype=pl.Float64),
-                       pl.Series("error", [r[2] for r in results], dtype=pl.String))
-        if with_detail:
-            out = out.with_columns(pl.Series("detail", [json.dumps(r[1], ensure_ascii=False) for r in results],
-                                             dtype=pl.String))
-        return validate(out, JUDGMENTS)
-
-    # -- sync wrappers, accounting, lifetime ------------------------------------------------
-    def score(self, name: str, candidates: pl.DataFrame, **kw) -> pl.DataFrame:
-        return self.run(self.ascore(name, candidates, **kw))
-
-    def pairwise(self, name: str, model_cands: pl.DataFrame, baseline_cands: pl.DataFrame, **kw) -> pl.DataFrame:
-        return self.run(self.apairwise(name, model_cands, baseline_cands, **kw))
-
-    def run(self, coro):
-        """Run one of this session's coroutines from sync code.
-
-        The session keeps one event loop (``asyncio.Runner``) open until ``close``: the HTTP
-        client, its connection pool and the rate limiters belong to a loop, so sync calls that
-        each made a loop of their own would rebuild them every call.
-        """
-        if self._runner is None:
-            self._runner = asyncio.Runner()
-        return self._runner.run(coro)
-
-    async def aclose(self) -> None:
-        """Close the HTTP client from async code (the loop it was used in)."""
-        if self.client is not None:
-            await self.client.close()
-
-    def usage(self) -> dict[str, Any]:
-        per = {k: v.as_dict() for k, v in (self.client.usage.items() if self.client else [])}
-        total = {k: sum(u[k] for u in per.values()) for k in next(iter(per.values()), {})}
-        return {"judges": per, "total": total, "stopped_by_budget": self.stopped_by_budget,
-                "max_cost_usd": self.options.max_cost or None}
-
-    def write_usage(self, run_dir: str | Path) -> Path:
-        from prefwork.pipeline.store import write_json
-        return write_json(Path(run_dir) / "usage.json", self.usage())
-
-    def close(self) -> None:
-        """Close the HTTP client (when sync calls opened it), the session's loop and the cache."""
-        try:
-            if self._runner is not None:
-                self._runner.run(self.aclose())
-        finally:
-            if self._runner is not None:
-                self._runner.close()
-                self._runner = None
-            self.cache.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+    if session is not None:
+        if opts:
+            raise ValueError(f"judge {name!r} runs in the given session; options go to the session")
+        return session.judge(name)
+    return SessionJudge(JudgeSession.from_options(name, opts), name, owns_session=True)

@@ -1,8 +1,9 @@
-"""LLM judges as data: a ``config.yaml`` + prompt template per judge, run over an OpenAI-compatible API.
+"""What every LLM judge shares: its spec (``data/judges/<name>/config.yaml``), prompt rendering,
+and ``call_judge``, the one way a judge asks its model (answer cache first, then one metered request).
 
 A judge directory (``data/judges/<name>/``) holds ``config.yaml``::
 
-    kind: rubric            # rubric (a 1-5 grade per answer) | pairwise | combined (see judges.py)
+    kind: rubric            # rubric (evaluators.rubric) | pairwise (evaluators.pairwise) | combined (evaluators.combined)
     model: gpt-4o-mini      # served model name; "" = the server's first model; --model overrides
     base_url: null          # --base-url overrides
     temperature: 0
@@ -16,23 +17,21 @@ A judge directory (``data/judges/<name>/``) holds ``config.yaml``::
     price: {input_per_mtok: 0.15, output_per_mtok: 0.6}
     gold: gold.jsonl        # hand-graded answers for `prefwork judge audit`
 
-``RubricJudge.score_frame`` turns a candidates table into a SCORES table (``judge`` = the judge's
-name, ``score`` on the configured range). An answer that cannot be parsed keeps its raw text in
-``detail`` and gets ``error`` set; it is never dropped and never cached. Listwise mode
-(``listwise=True``) asks once per prompt for the best and the worst of its N answers and scores
-them max / min of the range (the others the midpoint), which is all best-vs-worst pairs need.
+The judges that use it: ``evaluators.rubric.RubricJudge`` (a grade per answer, or listwise best/worst)
+and ``evaluators.pairwise.LLMPairwiseJudge`` (A vs B). An answer that cannot be parsed
+(``evaluators.parsers``) keeps its raw text and an error; it is never cached.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
 from prefwork.evaluators.judge_cache import JudgeCache, cache_key, text_hash
-from prefwork.evaluators.judge_client import BudgetExceeded, JudgeClient, JudgeRequestError
+from prefwork.evaluators.llm_client import BudgetExceeded, JudgeClient, JudgeRequestError
 from prefwork.pipeline import DATA_DIR
 
 JUDGES_DIR = DATA_DIR / "judges"
@@ -154,43 +153,9 @@ def messages_for(spec: JudgeSpec, user: str) -> list[dict]:
     return ([{"role": "system", "content": spec.system}] if spec.system else []) + [{"role": "user", "content": user}]
 
 
-def _json_schema_format(name: str, properties: dict) -> dict:
+def json_schema_format(name: str, properties: dict) -> dict:
     return {"type": "json_schema", "json_schema": {"name": name, "strict": True, "schema": {
         "type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}}}
-
-
-def score_request_extra(spec: JudgeSpec) -> dict:
-    lo, hi = spec.score_range
-    if spec.structured == "vllm":
-        return {"extra_body": {"structured_outputs": {"choice": [str(i) for i in range(lo, hi + 1)]}}}
-    if spec.structured == "openai":
-        return {"response_format": _json_schema_format("grade", {"score": {"type": "integer",
-                                                                           "enum": list(range(lo, hi + 1))}})}
-    return {}
-
-
-def parse_score(text: str, lo: int, hi: int) -> int | None:
-    """The grade in a judge's answer: a bare number, ``{"score": n}``, ``Score: n``, ``[[n]]`` or ``n/5``."""
-    s = (text or "").strip()
-    if not s:
-        return None
-    ok = lambda v: v if lo <= v <= hi else None  # noqa: E731
-    try:
-        obj = json.loads(s)
-        if isinstance(obj, dict):
-            obj = next((obj[k] for k in ("score", "grade", "rating") if k in obj), None)
-        if isinstance(obj, (int, float, str)) and not isinstance(obj, bool) and str(obj).strip().isdigit():
-            return ok(int(str(obj).strip()))
-        return None
-    except (json.JSONDecodeError, ValueError):
-        pass
-    num = r"(\d+)"
-    for pat in (rf"\[\[\s*{num}\s*\]\]", rf"(?:score|grade|rating)\s*(?:is|of|=|:)?\s*\**\s*{num}\b",
-                rf"^\s*{num}\s*(?:/\s*{hi})?\s*[.!]?\s*$", rf"\b{num}\s*/\s*{hi}\b"):
-        found = re.findall(pat, s, flags=re.I | re.M)
-        if found:
-            return ok(int(found[-1]))
-    return None
 
 
 @dataclass
@@ -248,112 +213,3 @@ async def _request(spec, client, cache, key, user, seed, extra, parse) -> Verdic
         return Verdict(raw=reply.text, error=f"unparsable judge answer: {reply.text[:200]!r}")
     cache.put(key, spec.name, {"value": value, "raw": reply.text})
     return Verdict(value, reply.text)
-
-
-@dataclass
-class RubricJudge:
-    """A pointwise grader (e.g. ``math_1to5``): one grade per (prompt, answer)."""
-
-    spec: JudgeSpec
-    listwise: bool = False
-    name: str = field(init=False)
-
-    def __post_init__(self):
-        self.name = self.spec.name
-        if self.listwise and not self.spec.listwise_template:
-            raise ValueError(f"judge {self.name!r} has no listwise_template; listwise mode is unavailable")
-
-    def normalise(self, score: float | None) -> float | None:
-        lo, hi = self.spec.score_range
-        return None if score is None else (score - lo) / (hi - lo)
-
-    async def grade(self, client: JudgeClient, cache: JudgeCache, prompt: str, answer: str,
-                    reference: str | None = None, repeat: int = 0) -> tuple[float | None, dict, str | None]:
-        """(score, detail, error) for one answer."""
-        lo, hi = self.spec.score_range
-        ref = reference or ""
-        user = render(self.spec.template, prompt=prompt_text(prompt), answer=answer or "",
-                      reference=ref or "(none given)")
-        v = await call_judge(self.spec, client, cache, kind="grade", user=user,
-                             inputs={"prompt": prompt, "answer": answer, "reference": ref},
-                             seed=self.spec.seed + repeat, extra=score_request_extra(self.spec),
-                             parse=lambda t: parse_score(t, lo, hi))
-        detail = {"raw": v.raw, "model": self.spec.model, "repeat": repeat}
-        return (float(v.value) if v.value is not None else None), detail, v.error
-
-    async def best_worst(self, client: JudgeClient, cache: JudgeCache, prompt: str, answers: list[str],
-                         repeat: int = 0) -> Verdict:
-        """Listwise: ``Verdict(value={"best": i, "worst": j})`` with 0-based indices into ``answers``."""
-        n = len(answers)
-        listing = "\n\n".join(f"[{i + 1}]\n{a}" for i, a in enumerate(answers))
-        user = render(self.spec.listwise_template, prompt=prompt_text(prompt), answers=listing, n=str(n))
-        props = {"best": {"type": "integer", "enum": list(range(1, n + 1))},
-                 "worst": {"type": "integer", "enum": list(range(1, n + 1))}}
-        # vLLM: a regex, not a JSON schema: the schema grammar lets a weak judge model spend its tokens
-        # on whitespace before the object closes; the regex admits exactly {"best": i, "worst": j}, i != j
-        alts = "|".join(f'{b}, "worst": (?:' + "|".join(str(w) for w in range(n, 0, -1) if w != b) + ")"
-                        for b in range(n, 0, -1))
-        extra = ({"extra_body": {"structured_outputs": {"regex": '\\{"best": (?:' + alts + ')\\}'}}}
-                 if self.spec.structured == "vllm" else
-                 {"response_format": _json_schema_format("best_worst", props)} if self.spec.structured == "openai"
-                 else {})
-        spec = replace(self.spec, max_tokens=max(self.spec.max_tokens, 32))
-        return await call_judge(spec, client, cache, kind="listwise", user=user,
-                                inputs={"prompt": prompt, "answers": answers}, seed=self.spec.seed + repeat,
-                                extra=extra, parse=lambda t: parse_best_worst(t, n))
-
-    async def score_rows(self, client: JudgeClient, cache: JudgeCache, rows: list[dict],
-                         progress: Callable[[int], None] | None = None) -> list[tuple]:
-        """(score, detail, error) for each row (``prompt``, ``text``, optional ``reference``), in order."""
-        if self.listwise:
-            return await self._listwise_rows(client, cache, rows, progress)
-
-        async def one(r):
-            out = await self.grade(client, cache, r["prompt"], r["text"], r.get("reference"), r.get("repeat", 0))
-            if progress:
-                progress(1)
-            return out
-        return list(await asyncio.gather(*(one(r) for r in rows)))
-
-    async def _listwise_rows(self, client, cache, rows, progress):
-        lo, hi = self.spec.score_range
-        groups: dict[str, list[int]] = {}
-        for i, r in enumerate(rows):
-            groups.setdefault(r["prompt_id"], []).append(i)
-        out: list[tuple] = [None] * len(rows)  # type: ignore[list-item]
-
-        async def one(idx: list[int]):
-            if len(idx) == 1:  # nothing to rank: the midpoint, no call
-                out[idx[0]] = (float((lo + hi) / 2), {"listwise": True, "single": True}, None)
-                return
-            v = await self.best_worst(client, cache, rows[idx[0]]["prompt"], [rows[i]["text"] or "" for i in idx])
-            for pos, i in enumerate(idx):
-                detail = {"listwise": True, "raw": v.raw, "model": self.spec.model, "position": pos + 1}
-                if v.value is None:
-                    out[i] = (None, detail, v.error)
-                else:
-                    s = hi if pos == v.value["best"] else lo if pos == v.value["worst"] else (lo + hi) / 2
-                    out[i] = (float(s), {**detail, "best": v.value["best"] + 1, "worst": v.value["worst"] + 1}, None)
-            if progress:
-                progress(len(idx))
-        await asyncio.gather(*(one(idx) for idx in groups.values()))
-        return out
-
-
-def parse_best_worst(text: str, n: int) -> dict | None:
-    """``{"best": i, "worst": j}`` (0-based) from ``{"best": 2, "worst": 5}`` or ``best: 2 ... worst: 5``."""
-    s = (text or "").strip()
-    best = worst = None
-    try:
-        obj = json.loads(s)
-        if isinstance(obj, dict):
-            best, worst = obj.get("best"), obj.get("worst")
-    except json.JSONDecodeError:
-        mb = re.search(r"best\W{0,5}(\d+)", s, re.I)
-        mw = re.search(r"worst\W{0,5}(\d+)", s, re.I)
-        best, worst = (int(mb.group(1)) if mb else None), (int(mw.group(1)) if mw else None)
-    if not isinstance(best, int) or not isinstance(worst, int) or isinstance(best, bool) or isinstance(worst, bool):
-        return None
-    if not (1 <= best <= n and 1 <= worst <= n) or (best == worst and n > 1):
-        return None
-    return {"best": best - 1, "worst": worst - 1}

@@ -10,7 +10,7 @@ continuation is accepted when the judge finds no wrong step in prefix + continua
 
 Why: the deterministic checker (``evaluators.step_check``) only understands stated arithmetic;
 a capable judge model covers reasoning errors in any worded solution. Calls go through the
-project's ``evaluators.judge_client.JudgeClient`` (bounded concurrency, retries, usage); a request
+project's ``evaluators.llm_client.JudgeClient`` (bounded concurrency, retries, usage); a request
 that fails for good (e.g. the prompt is longer than the judge's context) becomes a ``failed``
 verdict with the error, never a guessed step.
 """
@@ -79,7 +79,7 @@ class LLMStepJudge:
         self.raw: list[str] = []  # the judge's replies of the last ``locate``, for audits and tests
 
     def _make_client(self):
-        from prefwork.evaluators.judge_client import ClientOptions, JudgeClient
+        from prefwork.evaluators.llm_client import ClientOptions, JudgeClient
 
         opts = ClientOptions(base_url=self.cfg.base_url, api_key_env=self.cfg.api_key_env,
                              concurrency=self.cfg.concurrency, max_retries=2)

@@ -14,8 +14,9 @@ import polars as pl
 import pytest
 from rich.console import Console
 
-from prefwork.evaluators import pairwise_judges
-from prefwork.evaluators.evaluate import EvalConfig, evaluate, make_pairwise_judge, register_pairwise_judge
+from prefwork.evaluators import judges
+from prefwork.evaluators.evaluate import EvalConfig, evaluate
+from prefwork.evaluators.judges import make_judge, register_judge
 from prefwork.evaluators.evaluate_report import tables
 from prefwork.pipeline.prompts import load_prompts
 from prefwork.pipeline.sample import Completion, derive_seed
@@ -112,7 +113,7 @@ def test_failing_scores_are_counted_not_dropped(tmp_path):
 
 
 class FlakyJudge:
-    """A pairwise judge that fails on one pair, loses another, and flips coins elsewhere."""
+    """A judge that fails on one pair, loses another, and flips coins elsewhere (compares, never scores)."""
 
     name = "flaky"
     deterministic = False
@@ -120,7 +121,7 @@ class FlakyJudge:
     def __init__(self, fail_every: str = "5"):
         self.fail_every = int(fail_every)
 
-    def judge(self, model, baseline, *, judge_repeat=0):
+    def compare(self, model, baseline, *, judge_repeat=0):
         rows = []
         both = model.join(baseline, on=["prompt_id", "candidate_id"], suffix="_b")
         for i, r in enumerate(both.sort("candidate_id", "prompt_id").iter_rows(named=True)):
@@ -137,11 +138,11 @@ class FlakyJudge:
 
 
 def test_plugged_in_judge_missing_rows_become_failures_and_rejudge_splits_noise(tmp_path):
-    register_pairwise_judge("flaky", FlakyJudge)
+    register_judge("flaky", FlakyJudge)
     try:
         r = run_eval(tmp_path, cfg=EvalConfig(repeats=3, judge="flaky", rejudge=3), judge_opts={"fail_every": "7"})
     finally:
-        pairwise_judges.PAIRWISE_JUDGES.pop("flaky")
+        judges.JUDGES.pop("flaky")
     j, s = r.judgments, r.summaries["m"]
     assert j.height == 36  # the dropped pair is back, as a failure
     assert j.filter(pl.col("error") == "judge returned no judgment").height == 1
@@ -155,8 +156,8 @@ def test_rules_rejudge_is_skipped_with_a_note_and_unknown_judge_lists_valid(tmp_
     r = run_eval(tmp_path, cfg=EvalConfig(repeats=2, rejudge=3))
     assert r.variance == {} and r.rejudgments is None and "deterministic" in r.notes[0]
     assert "deterministic judge" in render(tables(r)[-1])
-    with pytest.raises(ValueError, match="unknown pairwise judge 'gpt'.*rules"):
-        make_pairwise_judge("gpt")
+    with pytest.raises(ValueError, match="unknown judge 'gpt'.*rules"):
+        make_judge("gpt")
 
 
 def test_paired_comparison_same_prompts_and_repeats(tmp_path):
@@ -217,7 +218,6 @@ def test_cli_help_runs(capsys):
 
 
 def test_llm_pairwise_judge_plugs_in_and_rejudging_makes_new_calls(tmp_path):
-    pytest.importorskip("prefwork.evaluators.judges")
     from _judge_helpers import FakeServer, completion
 
     def script(body, n):  # a noisy judge: the verdict depends on the request's seed and content
@@ -236,4 +236,4 @@ def test_llm_pairwise_judge_plugs_in_and_rejudging_makes_new_calls(tmp_path):
     assert len({b.get("seed") for b in server.bodies}) >= 2
     assert r.variance["m"]["n_judge_repeats"] == 2 and r.judge_usage["total"]["requests"] == calls
     with pytest.raises(ValueError, match="unknown option.*bogus"):
-        make_pairwise_judge("pairwise", bogus="1")
+        make_judge("pairwise", bogus="1")

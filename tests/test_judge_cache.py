@@ -7,8 +7,8 @@ import sqlite3
 import polars as pl
 
 from prefwork.evaluators.judge_cache import JudgeCache, cache_key
-from prefwork.evaluators.judge_client import ClientOptions
-from prefwork.evaluators.judges import JudgeSession
+from prefwork.evaluators.llm_client import ClientOptions
+from prefwork.evaluators.session import JudgeSession
 from _judge_helpers import FakeServer, cands, completion
 
 BASE = dict(judge="j", template_hash="t", model="m", inputs={"prompt": "p", "answer": "a"},

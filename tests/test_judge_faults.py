@@ -13,10 +13,10 @@ import httpx2 as httpx  # the transport layer of the installed openai package
 import polars as pl
 import pytest
 
-from prefwork.evaluators.judge_client import ClientOptions
-from prefwork.evaluators.judges import JudgeSession
-from prefwork.evaluators.llm_judge import NOT_JUDGED_BUDGET, parse_best_worst, parse_score
-from prefwork.evaluators.llm_pairwise import parse_choice
+from prefwork.evaluators.llm_client import ClientOptions
+from prefwork.evaluators.llm_judge import NOT_JUDGED_BUDGET
+from prefwork.evaluators.parsers import parse_best_worst, parse_choice, parse_score
+from prefwork.evaluators.session import JudgeSession
 from prefwork.pipeline.schemas import JUDGMENTS, SCORES, validate
 
 from _judge_helpers import FakeServer, cands, completion
@@ -35,7 +35,7 @@ def run_score(server: FakeServer, df: pl.DataFrame, judge="math_1to5", cache=Non
 
 @pytest.fixture(autouse=True)
 def fast_backoff(monkeypatch):
-    import prefwork.evaluators.judge_client as jc
+    import prefwork.evaluators.llm_client as jc
     orig = jc.JudgeClient.__init__
 
     def init(self, *a, **kw):
@@ -148,7 +148,8 @@ def test_concurrency_bound_and_request_rate_limit():
 
 def test_max_cost_stops_cleanly():
     server = FakeServer(lambda body, n: completion("4", prompt_tokens=1000, completion_tokens=1), delay=0.01)
-    # each request costs about 1000 tokens x 1000 USD/Mtok = 1 USD; a 3.5 USD budget allows 3 calls
+    # each request costs 1000 tokens x 1000 USD/Mtok = 1 USD, and reserves its upper bound (about 2 USD:
+    # one token per byte of its ~1,900 bytes) before it is sent: a 3.5 USD budget allows at most 3 calls
     opts = dict(concurrency=2, max_cost=3.5)
 
     async def go():
@@ -156,7 +157,7 @@ def test_max_cost_stops_cleanly():
                          http_client=server.client())
         spec_price = s.spec("math_1to5").with_overrides(price_in=1000.0)
         s.spec = lambda name: spec_price  # a pricey judge
-        out = await s.ascore("math_1to5", cands(10, prompt="x" * 3000))
+        out = await s.ascore("math_1to5", cands(10, prompt="x" * 1000))
         await s.client.close()
         return s, out
     s, out = asyncio.run(go())
@@ -164,6 +165,30 @@ def test_max_cost_stops_cleanly():
     judged = out.filter(pl.col("error").is_null()).height
     assert 1 <= judged <= 3 and out.filter(pl.col("error") == NOT_JUDGED_BUDGET).height == 10 - judged
     assert s.usage()["total"]["cost_usd"] <= 3.5 and s.stopped_by_budget
+
+
+def test_max_cost_is_never_exceeded_with_requests_in_flight():
+    """Issue 19, item 10: each request reserves an upper bound of its cost before it is sent and settles
+    with the real usage after, so with 4 requests in flight and a server that counts twice the tokens
+    of the chars/4 estimate, spending stays within the budget (the estimate let every slot overshoot)."""
+    def script(body, n):
+        chars = sum(len(m["content"]) for m in body["messages"])
+        return completion("4", prompt_tokens=chars // 2, completion_tokens=1)  # 2 chars a token: ~0.95 USD
+    server = FakeServer(script, delay=0.05)
+
+    async def go():
+        s = JudgeSession(ClientOptions(base_url="http://fake.test/v1", concurrency=4, max_cost=5.0), model="fake",
+                         http_client=server.client())
+        spec_price = s.spec("math_1to5").with_overrides(price_in=1000.0)
+        s.spec = lambda name: spec_price
+        out = await s.ascore("math_1to5", cands(20, prompt="x" * 1000))
+        await s.client.close()
+        return s, out
+    s, out = asyncio.run(go())
+    judged = out.filter(pl.col("error").is_null()).height
+    assert s.usage()["total"]["cost_usd"] <= 5.0 and s.stopped_by_budget
+    assert judged >= 3 and out.filter(pl.col("error") == NOT_JUDGED_BUDGET).height == 20 - judged
+    assert server.max_in_flight >= 2  # concurrent requests did share the budget
 
 
 def test_api_key_is_sent_but_never_recorded(monkeypatch, tmp_path):
@@ -191,7 +216,7 @@ def test_pairwise_both_orders_tie_on_disagreement_and_identical_without_call():
             server.script = answer_fn
         s = JudgeSession(ClientOptions(base_url="http://fake.test/v1"), model="fake", orders=orders,
                          http_client=server.client())
-        out = await s.apairwise("pairwise", model, base, with_detail=True)
+        out = await s.acompare("pairwise", model, base, with_detail=True)
         await s.client.close()
         return out
     out = asyncio.run(go("both"))
@@ -259,5 +284,5 @@ def test_listwise_best_worst_one_call_per_prompt():
 
 
 def test_unknown_judge_lists_valid_names():
-    with pytest.raises(ValueError, match="known: rules, general_1to5, math_1to5, pairwise"):
+    with pytest.raises(ValueError, match="known: rules, ifeval, general_1to5, math_1to5, pairwise"):
         JudgeSession().spec("nope")

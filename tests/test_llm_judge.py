@@ -17,8 +17,8 @@ import polars as pl
 import pytest
 
 from conftest import ROOT, run_cli
-from prefwork.evaluators.judge_client import ClientOptions
-from prefwork.evaluators.judges import JudgeSession
+from prefwork.evaluators.llm_client import ClientOptions
+from prefwork.evaluators.session import JudgeSession
 from prefwork.pipeline.schemas import CANDIDATES, SCORES, validate
 
 SUCCESS = "vllm:request_success_total"
@@ -129,7 +129,7 @@ def test_pairwise_judgments_and_listwise_on_real_server(vllm_server, tmp_path):
                        .otherwise(pl.concat_str(pl.lit("Maybe "), pl.col("text"))).alias("text"))
     before = settle(vllm_server, 0)
     with JudgeSession(ClientOptions(base_url=vllm_server.base_url), cache=tmp_path / "c.sqlite") as s:
-        j = s.pairwise(pj, m, b)
+        j = s.compare(pj, m, b)
         assert summarize(j).to_dict()  # the win-rate code takes the judgments as they are
         s.listwise = True
         lw = s.score(str(rj), m)

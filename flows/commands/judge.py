@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from prefwork.flows.options import add_dataclass, from_args
-from prefwork.evaluators.judge_client import ClientOptions
+from prefwork.evaluators.llm_client import ClientOptions
 
 NAME = "judge"
 HELP = "score candidates with a judge (LLM rubric, rules, combined) or audit a judge"
@@ -57,7 +57,7 @@ def register(parser) -> None:
 
 
 def _session(args):
-    from prefwork.evaluators.judges import JudgeSession
+    from prefwork.evaluators.session import JudgeSession
     return JudgeSession(from_args(ClientOptions, args), cache=args.cache or None, model=args.model,
                         structured=args.structured, listwise=args.listwise, orders=args.orders,
                         rule_cap=args.rule_cap)
@@ -97,7 +97,7 @@ def run(args) -> int:
         return run_audit(args, console)
     if not args.inp or not args.out:
         raise ValueError("prefwork judge needs --in CANDIDATES and --out FILE (or `judge audit`)")
-    from prefwork.evaluators.judges import JudgeSession  # noqa: F401 - import errors surface before the run dir exists
+    from prefwork.evaluators.evaluate import evaluate_pair  # import errors surface before the run dir exists
     from prefwork.pipeline.schemas import CANDIDATES, JUDGMENTS, SCORES
     from prefwork.pipeline.store import read_table, write_table
 
@@ -108,7 +108,7 @@ def run(args) -> int:
         if spec.kind == "pairwise":
             if not args.baseline:
                 raise ValueError(f"judge {args.judge!r} is pairwise: give --baseline CANDIDATES (model = --in)")
-            out = s.pairwise(args.judge, cands, read_table(args.baseline, CANDIDATES), with_detail=False)
+            out = evaluate_pair(cands, read_table(args.baseline, CANDIDATES), s.judge(args.judge))
             write_table(out, args.out, JUDGMENTS)
             decided = out.filter(out["preference"].is_not_null())
             summary = {"judgments": out.height, "failed": out.height - decided.height,

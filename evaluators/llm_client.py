@@ -1,4 +1,4 @@
-"""The judges' side of an OpenAI-compatible API: bounded, rate-limited, retried, metered calls.
+"""The one client every LLM judge uses: bounded, rate-limited, retried, metered calls to an OpenAI-compatible API.
 
 ``JudgeClient.chat(messages, ...)`` sends one chat completion through ``AsyncOpenAI`` and returns a
 ``Reply`` (text, token usage, attempts). Around each call:
@@ -9,9 +9,15 @@
 - retries with exponential backoff and jitter on 429, 5xx, timeouts and dropped connections; a
   ``retry-after`` / ``retry-after-ms`` header from the server is honoured (capped at ``max_backoff``);
   other errors (400: prompt too long, 401, 404) fail at once;
-- usage and cost per judge (``Usage``), and an optional cost budget: a request whose estimated cost
-  would push spent + in-flight reservations past ``max_cost`` is not sent (``BudgetExceeded``), so a
-  run stops cleanly at the budget instead of overshooting by a whole batch of requests.
+- usage and cost per judge (``Usage``), and an optional cost budget (``max_cost``) that is never
+  exceeded, however many requests are in flight: before sending, a request reserves an upper bound
+  of its cost (``worst_case_cost``: every byte of its messages a prompt token, plus a chat-template
+  allowance, and ``max_tokens`` completion tokens); after the answer, the reservation is settled with
+  the real usage the server reports. A request whose bound does not fit beside spent + reserved
+  waits while others are in flight (their settling frees the unused part of their bound) and is
+  refused (``BudgetExceeded``) once nothing is in flight and it still does not fit. The chars/4
+  estimate that ``tokens_per_min`` uses is too low for a budget: with concurrency it let every slot
+  overshoot (issue 19, item 10).
 
 The API key is read from an environment variable named in the options (never stored in a config),
 and every error message this module hands out has the key's text replaced by ``***``.
@@ -24,6 +30,23 @@ import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+
+#: Chat-template tokens a request may add beyond its messages' text (role headers, a default system
+#: preamble such as Llama 3.1's date lines): per message, and once per request.
+TEMPLATE_TOKENS_PER_MESSAGE = 16
+TEMPLATE_TOKENS_PER_REQUEST = 32
+
+
+def worst_case_cost(messages: list[dict], max_tokens: int, price_in: float, price_out: float) -> float:
+    """An upper bound of one request's cost in USD (prices per million tokens).
+
+    A BPE token spells at least one byte, so a prompt has at most as many tokens as its UTF-8 bytes
+    plus what the chat template adds; the server stops a completion at ``max_tokens``.
+    """
+    prompt = TEMPLATE_TOKENS_PER_REQUEST + sum(len(str(m.get("content", "")).encode()) + TEMPLATE_TOKENS_PER_MESSAGE
+                                               for m in messages)
+    return (prompt * price_in + max_tokens * price_out) / 1e6
 
 
 class BudgetExceeded(RuntimeError):
@@ -135,7 +158,8 @@ class JudgeClient:
         self.usage: dict[str, Usage] = {}
         self._sem: asyncio.Semaphore | None = None
         self._rpm = self._tpm = None
-        self._reserved = 0.0
+        self._reserved, self._holding = 0.0, 0  # budget reserved by requests in flight, and how many hold some
+        self._budget: asyncio.Condition | None = None
         self._loop = None
 
     # -- plumbing ----------------------------------------------------------------------
@@ -150,6 +174,7 @@ class JudgeClient:
         self._client = AsyncOpenAI(base_url=self.base_url, api_key=self._key or "EMPTY", max_retries=0,
                                    timeout=self.options.timeout, http_client=self._http_client)
         self._sem = asyncio.Semaphore(max(1, self.options.concurrency))
+        self._budget = asyncio.Condition()
         self._rpm = TokenBucket(self.options.requests_per_min) if self.options.requests_per_min > 0 else None
         self._tpm = (TokenBucket(self.options.tokens_per_min, burst=self.options.tokens_per_min / 60.0)
                      if self.options.tokens_per_min > 0 else None)
@@ -190,58 +215,79 @@ class JudgeClient:
         ``extra`` holds further request fields (``extra_body``, ``response_format``, ``seed`` ...).
         ``price_in``/``price_out`` are USD per million prompt/completion tokens.
         """
-        import openai
-
         self._ensure()
         usage = self.usage_for(judge)
-        est_tokens = sum(len(str(m.get("content", ""))) for m in messages) / 4 + max_tokens
-        est_cost = (est_tokens - max_tokens) * price_in / 1e6 + max_tokens * price_out / 1e6
-        retryable = (openai.RateLimitError, openai.InternalServerError, openai.APITimeoutError,
-                     openai.APIConnectionError)
+        est_tokens = sum(len(str(m.get("content", ""))) for m in messages) / 4 + max_tokens  # for tokens/min
+        bound = worst_case_cost(messages, max_tokens, price_in, price_out)
         async with self._sem:
-            if self.options.max_cost > 0 and self.total_cost() + self._reserved + est_cost > self.options.max_cost:
-                raise BudgetExceeded(f"max cost {self.options.max_cost} USD reached "
-                                     f"(spent {self.total_cost():.4f} USD)")
-            self._reserved += est_cost
+            await self._reserve(bound)
             try:
-                attempt = 0
-                while True:
-                    attempt += 1
-                    if self._rpm is not None:
-                        await self._rpm.take(1)
-                    if self._tpm is not None:
-                        await self._tpm.take(est_tokens)
-                    try:
-                        resp = await self._client.chat.completions.create(
-                            model=model, messages=messages, temperature=temperature, max_tokens=max_tokens,
-                            **(extra or {}))
-                    except retryable as exc:
-                        status = getattr(exc, "status_code", None)
-                        if attempt > self.options.max_retries:
-                            usage.failures += 1
-                            raise JudgeRequestError(self.scrub(
-                                f"gave up after {attempt} attempts: {type(exc).__name__}"
-                                f"{f' {status}' if status else ''}: {exc}")) from None
-                        usage.retries += 1
-                        wait = _retry_after(exc)
-                        if wait is None:
-                            wait = self.backoff_base * 2 ** (attempt - 1) * (0.5 + random.random())
-                        await asyncio.sleep(min(max(wait, 0.0), self.options.max_backoff))
-                        continue
-                    except openai.APIError as exc:  # 4xx other than 429: retrying will not help
-                        usage.failures += 1
-                        raise JudgeRequestError(self.scrub(f"{type(exc).__name__}: {exc}")) from None
-                    break
+                resp, attempt = await self._send(usage, est_tokens, model=model, messages=messages,
+                                                 temperature=temperature, max_tokens=max_tokens, **(extra or {}))
+                u = getattr(resp, "usage", None)
+                p_tok = int(getattr(u, "prompt_tokens", 0) or 0)
+                c_tok = int(getattr(u, "completion_tokens", 0) or 0)
+                usage.cost += p_tok * price_in / 1e6 + c_tok * price_out / 1e6
             finally:
-                self._reserved -= est_cost
+                await self._settle(bound)
             usage.requests += 1
-            u = getattr(resp, "usage", None)
-            p_tok = int(getattr(u, "prompt_tokens", 0) or 0)
-            c_tok = int(getattr(u, "completion_tokens", 0) or 0)
             usage.prompt_tokens += p_tok
             usage.completion_tokens += c_tok
-            usage.cost += p_tok * price_in / 1e6 + c_tok * price_out / 1e6
             choice = resp.choices[0] if getattr(resp, "choices", None) else None
             text = (choice.message.content if choice is not None and choice.message is not None else None) or ""
             return Reply(text=text, prompt_tokens=p_tok, completion_tokens=c_tok, attempts=attempt,
                          finish_reason=getattr(choice, "finish_reason", None))
+
+    async def _send(self, usage: Usage, est_tokens: float, **request):
+        """One completion under the rate limits, retried on 429/5xx/timeouts: (response, attempts)."""
+        import openai
+
+        retryable = (openai.RateLimitError, openai.InternalServerError, openai.APITimeoutError,
+                     openai.APIConnectionError)
+        attempt = 0
+        while True:
+            attempt += 1
+            if self._rpm is not None:
+                await self._rpm.take(1)
+            if self._tpm is not None:
+                await self._tpm.take(est_tokens)
+            try:
+                return await self._client.chat.completions.create(**request), attempt
+            except retryable as exc:
+                status = getattr(exc, "status_code", None)
+                if attempt > self.options.max_retries:
+                    usage.failures += 1
+                    raise JudgeRequestError(self.scrub(
+                        f"gave up after {attempt} attempts: {type(exc).__name__}"
+                        f"{f' {status}' if status else ''}: {exc}")) from None
+                usage.retries += 1
+                wait = _retry_after(exc)
+                if wait is None:
+                    wait = self.backoff_base * 2 ** (attempt - 1) * (0.5 + random.random())
+                await asyncio.sleep(min(max(wait, 0.0), self.options.max_backoff))
+            except openai.APIError as exc:  # 4xx other than 429: retrying will not help
+                usage.failures += 1
+                raise JudgeRequestError(self.scrub(f"{type(exc).__name__}: {exc}")) from None
+
+    # -- the budget --------------------------------------------------------------------
+    async def _reserve(self, bound: float) -> None:
+        """Hold ``bound`` USD of the budget; wait while requests in flight may free some; refuse when none is."""
+        if self.options.max_cost <= 0:
+            return
+        async with self._budget:
+            while self.total_cost() + self._reserved + bound > self.options.max_cost:
+                if self._holding == 0:
+                    raise BudgetExceeded(f"max cost {self.options.max_cost} USD reached "
+                                         f"(spent {self.total_cost():.4f} USD)")
+                await self._budget.wait()
+            self._reserved += bound
+            self._holding += 1
+
+    async def _settle(self, bound: float) -> None:
+        """Give a reservation back (the real cost is already in ``usage``) and wake requests waiting for budget."""
+        if self.options.max_cost <= 0:
+            return
+        async with self._budget:
+            self._reserved = max(0.0, self._reserved - bound) if self._holding > 1 else 0.0
+            self._holding -= 1
+            self._budget.notify_all()
