@@ -161,8 +161,9 @@ def train_task(ctx: Context, round_: int, chunks: str, model_dir: str) -> str:
 
 @task(name="evaluate", cache_policy=NO_CACHE)
 def evaluate_task(ctx: Context, round_: int, model_cands: str, baseline_cands: str) -> dict:
+    _, prompts = _prompts(ctx.cfg.eval_prompts, ctx.cfg.eval_prompts_limit)
     path, cached = _logged(ctx, round_, "judgments", stages.judge_pairwise_stage, ctx.cache, Path(model_cands),
-                           Path(baseline_cands))
+                           Path(baseline_cands), prompts, ctx.cfg.eval_repeats)
     summary = summarize(read_table(path)).to_dict()
     summary.pop("per_repeat", None)
     m_scores, scores_cached = stages.judge_stage(ctx.cache, Path(model_cands))

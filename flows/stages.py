@@ -116,19 +116,21 @@ def train_stage(cache: StageCache, chunks_path: Path, model_dir: Path, dpo_cfg, 
     return entry / "model", cached
 
 
-def judge_pairwise_stage(cache: StageCache, model_cands: Path, baseline_cands: Path) -> tuple[Path, bool]:
-    """Rule-judged model-vs-baseline judgments for every (prompt, repeat) (cached)."""
-    from prefwork.evaluators.pairwise import judgments_from_scores
+def judge_pairwise_stage(cache: StageCache, model_cands: Path, baseline_cands: Path, prompts: pl.DataFrame,
+                         repeats: int) -> tuple[Path, bool]:
+    """Rule-judged model-vs-baseline judgments for every (prompt, repeat) of ``prompts`` x ``repeats``
+    (cached): ``evaluators.evaluate.evaluate_pair``, so a prompt a side did not answer is a counted failure."""
+    from prefwork.evaluators.evaluate import evaluate_pair
+    from prefwork.evaluators.judges import make_judge
     from prefwork.pipeline.schemas import JUDGMENTS
+    from prefwork.pipeline.store import frame_hash
 
-    key = content_key("judgments", {"model": hash_of(model_cands), "baseline": hash_of(baseline_cands)},
-                      {"judge": "rules"})
+    key = content_key("judgments", {"model": hash_of(model_cands), "baseline": hash_of(baseline_cands),
+                                    "prompts": frame_hash(prompts, ["prompt_id"])}, {"judge": "rules", "repeats": repeats})
 
     def produce(work: Path) -> None:
-        m_scores, _ = judge_stage(cache, model_cands)
-        b_scores, _ = judge_stage(cache, baseline_cands)
-        j = judgments_from_scores(read_table(model_cands, CANDIDATES), read_table(m_scores, SCORES),
-                                  read_table(baseline_cands, CANDIDATES), read_table(b_scores, SCORES))
+        j = evaluate_pair(read_table(model_cands, CANDIDATES), read_table(baseline_cands, CANDIDATES),
+                          make_judge("rules"), prompts=prompts, repeats=repeats)
         write_table(j, work / "judgments.parquet", JUDGMENTS)
 
     entry, cached = cache.run("judgments", key, produce)
