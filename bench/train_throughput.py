@@ -68,7 +68,7 @@ def run_ours(model: Path, pairs: Path, out: Path, p: dict, share_prompt: bool = 
     import polars as pl
 
     import prefwork.train.dpo as dpo
-    from prefwork.train.dpo_monitor import read_metrics
+    from prefwork.pipeline.run import read_metrics
 
     timing = {}
     attach = dpo.attach_reference

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from prefwork.flows.loop_config import DATA
+from prefwork.pipeline.engines_factory import ENGINE_HELP
 
 
 @dataclass
@@ -23,8 +24,7 @@ class RefreshConfig:
     policy: str | None = field(default=None, metadata={"help": "current policy dir (default: the tiny SFT policy)"})
     corpus: str = field(default=str(DATA / "corpus" / "sft.jsonl"),
                         metadata={"help": "SFT corpus of the default policy"})
-    engine: str = field(default="auto",
-                        metadata={"help": "sampling engine: auto (vllm if installed), vllm, transformers"})
+    engine: str = field(default="auto", metadata={"help": ENGINE_HELP})
     n: int = field(default=8, metadata={"help": "candidates per prompt"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature"})
     max_tokens: int = field(default=48, metadata={"help": "new tokens per candidate"})
@@ -49,4 +49,4 @@ class WinrateConfig:
     stage: str = field(default="eval", metadata={"help": "stage label in the history"})
     workspace: str = field(default="runs", metadata={"help": "workspace: run dirs, cache, history.parquet"})
     name: str = field(default="winrate", metadata={"help": "run directory name suffix"})
-    engine: str = field(default="auto", metadata={"help": "sampling engine: auto, vllm, transformers"})
+    engine: str = field(default="auto", metadata={"help": ENGINE_HELP})

@@ -17,12 +17,12 @@ from pathlib import Path
 import polars as pl
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
-from prefect.states import Completed, State
 
 from prefwork.evaluators.winrate import summarize
 from prefwork.flows import progress, stages
+from prefwork.flows.resume import cached, value_of
 from prefwork.pipeline.curriculum import ChunkConfig
-from prefwork.pipeline.engines_factory import EngineSlot, make_engine
+from prefwork.pipeline import engines_factory as engines
 from prefwork.pipeline.pairs import PairConfig
 from prefwork.pipeline.prompts import load_prompts
 from prefwork.pipeline.run import RunDir
@@ -32,44 +32,6 @@ from prefwork.pipeline.store import StageCache, read_table
 from prefwork.flows.loop_config import LoopConfig
 
 EVAL_SEED_MODEL, EVAL_SEED_BASELINE = 1_000, 2_000
-
-
-#: run dir -> its engine slot: consecutive stages on one policy share an engine
-_SLOTS: dict[str, EngineSlot] = {}
-
-
-def _engine_factory(ctx: Context):
-    """A ``model_dir -> engine`` factory that reuses the run's engine while the model is the same."""
-    if ctx.run_dir not in _SLOTS:  # threads: transformers only
-        _SLOTS[ctx.run_dir] = EngineSlot(lambda model_dir: make_engine(ctx.engine, model_dir, threads=2))
-    return _SLOTS[ctx.run_dir].get
-
-
-def release_engines(run_dir: str, forget: bool = False) -> int:
-    """Shut the run's held engine down (before training, and when the run ends); returns how
-    many engines the run has started so far."""
-    slot = _SLOTS.pop(run_dir, None) if forget else _SLOTS.get(run_dir)
-    if slot is None:
-        return 0
-    slot.close()
-    return slot.built
-
-
-def resolve_engine(name: str) -> str:
-    """``auto``: vLLM on a GPU when it is installed, else transformers.
-
-    On CPU the tiny default policy samples in seconds with transformers, while every vLLM
-    engine start costs 40-60 s (one per policy: consecutive stages on a policy share it), so vLLM
-    is opt-in there.
-    """
-    if name != "auto":
-        return name
-    import torch
-    try:
-        import vllm  # noqa: F401
-    except ImportError:
-        return "transformers"
-    return "vllm" if torch.cuda.is_available() else "transformers"
 
 
 @dataclass
@@ -98,20 +60,9 @@ def _prompts(path: str, limit: int) -> tuple[Path, pl.DataFrame]:
 def _logged(ctx: Context, round_: int, stage: str, fn, *args) -> tuple[str, bool]:
     """Run a cached stage function, log its time and whether the cache served it; (output path, cached)."""
     t0 = time.time()
-    path, cached = fn(*args)
-    ctx.run.log_metric(round=round_, stage=stage, seconds=round(time.time() - t0, 2), cached=cached, output=str(path))
-    return str(path), cached
-
-
-def _result(value, cached: bool):
-    """A task's return value; when our content-keyed stage cache served it, a Completed state named
-    "Cached" instead, so Prefect's UI and API show which stages a re-run reused."""
-    return Completed(name="Cached", data=value, message="served from the workspace stage cache") if cached else value
-
-
-def _value(out):
-    """What a stage task produced: calling a task that returned a state gives the state itself."""
-    return out.result() if isinstance(out, State) else out
+    path, hit = fn(*args)
+    ctx.run.log_metric(round=round_, stage=stage, seconds=round(time.time() - t0, 2), cached=hit, output=str(path))
+    return str(path), hit
 
 
 @task(name="init-policy", cache_policy=NO_CACHE)
@@ -128,33 +79,34 @@ def sample_task(ctx: Context, round_: int, prompts_path: str, limit: int, model_
     path, prompts = _prompts(prompts_path, limit)
     cfg = SampleConfig(n=n, temperature=temperature, max_tokens=ctx.cfg.max_tokens, seed=seed)
     bar = lambda: progress.sampling_bar(f"round {round_}: sample {label} ({ctx.engine})", prompts.height)  # noqa: E731
-    return _result(*_logged(ctx, round_, f"sample:{label}", stages.sample_stage, ctx.cache, path, prompts,
-                            Path(model_dir), cfg, ctx.engine, _engine_factory(ctx), label, bar))
+    return cached(*_logged(ctx, round_, f"sample:{label}", stages.sample_stage, ctx.cache, path, prompts,
+                            Path(model_dir), cfg, ctx.engine,
+                            lambda d: engines.shared_engine(ctx.engine, d), label, bar))
 
 
 @task(name="judge", cache_policy=NO_CACHE)
 def judge_task(ctx: Context, round_: int, candidates: str) -> str:
-    return _result(*_logged(ctx, round_, "judge", stages.judge_stage, ctx.cache, Path(candidates)))
+    return cached(*_logged(ctx, round_, "judge", stages.judge_stage, ctx.cache, Path(candidates)))
 
 
 @task(name="pairs", cache_policy=NO_CACHE)
 def pairs_task(ctx: Context, round_: int, candidates: str, scores: str) -> str:
-    return _result(*_logged(ctx, round_, "pairs", stages.pairs_stage, ctx.cache, Path(candidates), Path(scores),
+    return cached(*_logged(ctx, round_, "pairs", stages.pairs_stage, ctx.cache, Path(candidates), Path(scores),
                             PairConfig(min_margin=ctx.cfg.min_margin, pairs_per_prompt=ctx.cfg.pairs_per_prompt)))
 
 
 @task(name="chunks", cache_policy=NO_CACHE)
 def chunks_task(ctx: Context, round_: int, pairs: str, model_dir: str) -> str:
     cfg = ChunkConfig(chunks=ctx.cfg.chunks, method=ctx.cfg.curriculum, seed=ctx.cfg.seed)
-    return _result(*_logged(ctx, round_, "chunks", stages.chunks_stage, ctx.cache, Path(pairs), Path(model_dir),
+    return cached(*_logged(ctx, round_, "chunks", stages.chunks_stage, ctx.cache, Path(pairs), Path(model_dir),
                             cfg, 192))
 
 
 @task(name="train", cache_policy=NO_CACHE)
 def train_task(ctx: Context, round_: int, chunks: str, model_dir: str) -> str:
-    release_engines(ctx.run_dir)  # training needs the memory a held sampling engine has
+    engines.release_engine()  # training needs the memory a held sampling engine has
     with progress.stage(f"round {round_}: {ctx.cfg.schedule} training ({ctx.cfg.loss}, {ctx.cfg.chunks} chunks)"):
-        return _result(*_logged(ctx, round_, "train", stages.train_stage, ctx.cache, Path(chunks),
+        return cached(*_logged(ctx, round_, "train", stages.train_stage, ctx.cache, Path(chunks),
                                 Path(model_dir), ctx.cfg.dpo_config(round_), ctx.cfg.schedule,
                                 ctx.cfg.launcher_config()))
 
@@ -162,15 +114,15 @@ def train_task(ctx: Context, round_: int, chunks: str, model_dir: str) -> str:
 @task(name="evaluate", cache_policy=NO_CACHE)
 def evaluate_task(ctx: Context, round_: int, model_cands: str, baseline_cands: str) -> dict:
     _, prompts = _prompts(ctx.cfg.eval_prompts, ctx.cfg.eval_prompts_limit)
-    path, cached = _logged(ctx, round_, "judgments", stages.judge_pairwise_stage, ctx.cache, Path(model_cands),
-                           Path(baseline_cands), prompts, ctx.cfg.eval_repeats)
+    path, hit = _logged(ctx, round_, "judgments", stages.judge_pairwise_stage, ctx.cache, Path(model_cands),
+                        Path(baseline_cands), prompts, ctx.cfg.eval_repeats)
     summary = summarize(read_table(path)).to_dict()
     summary.pop("per_repeat", None)
     m_scores, scores_cached = stages.judge_stage(ctx.cache, Path(model_cands))
     summary["rule_pass_rate"] = float(read_table(m_scores, SCORES)["score"].mean())
     summary["eval_scores"] = str(m_scores)
     summary["judgments"] = str(path)
-    return _result(summary, cached and scores_cached)
+    return cached(summary, hit and scores_cached)
 
 
 def _pair_stats(pairs_path: str) -> dict:
@@ -181,15 +133,15 @@ def _pair_stats(pairs_path: str) -> dict:
 def round_flow(ctx: Context, round_: int, policy: str, baseline_eval: str) -> dict:
     """One on-policy round: sample -> judge -> pairs -> chunks -> sDPO -> evaluate vs SFT."""
     cfg = ctx.cfg
-    cands = _value(sample_task(ctx, round_, cfg.train_prompts, cfg.train_prompts_limit, policy, cfg.n,
+    cands = value_of(sample_task(ctx, round_, cfg.train_prompts, cfg.train_prompts_limit, policy, cfg.n,
                                cfg.temperature, cfg.seed * 7919 + round_, f"round{round_}-train"))
-    scores = _value(judge_task(ctx, round_, cands))
-    pairs = _value(pairs_task(ctx, round_, cands, scores))
-    chunks = _value(chunks_task(ctx, round_, pairs, policy))
-    new_policy = _value(train_task(ctx, round_, chunks, policy))
-    model_eval = _value(sample_task(ctx, round_, cfg.eval_prompts, cfg.eval_prompts_limit, new_policy,
+    scores = value_of(judge_task(ctx, round_, cands))
+    pairs = value_of(pairs_task(ctx, round_, cands, scores))
+    chunks = value_of(chunks_task(ctx, round_, pairs, policy))
+    new_policy = value_of(train_task(ctx, round_, chunks, policy))
+    model_eval = value_of(sample_task(ctx, round_, cfg.eval_prompts, cfg.eval_prompts_limit, new_policy,
                                     cfg.eval_repeats, cfg.eval_temperature, EVAL_SEED_MODEL, f"round{round_}"))
-    summary = _value(evaluate_task(ctx, round_, model_eval, baseline_eval))
+    summary = value_of(evaluate_task(ctx, round_, model_eval, baseline_eval))
     stats = _pair_stats(pairs)
     train_pass = float(read_table(scores, SCORES)["score"].mean())
     return {"round": round_, "stage": cfg.schedule if cfg.schedule == "dpo" else "sDPO", "policy": new_policy,
@@ -203,24 +155,27 @@ def iterative_dpo(config: dict, run_dir: str) -> list[dict]:
     """R rounds of on-policy DPO; returns one result row per round (round 0 = the SFT policy)."""
     cfg = LoopConfig(**config)
     workspace = Path(cfg.workspace)
-    ctx = Context(cfg=cfg, run_dir=run_dir, cache_root=str(workspace / ".cache"), engine=resolve_engine(cfg.engine))
+    ctx = Context(cfg=cfg, run_dir=run_dir, cache_root=str(workspace / ".cache"),
+                  engine=engines.resolve_engine(cfg.engine))
     ctx.run.log_metric(stage="start", engine=ctx.engine, rounds=cfg.rounds)
+    started = engines.engines_started()
     try:
         return _rounds(ctx)
     finally:
-        ctx.run.log_metric(stage="engines", started=release_engines(run_dir, forget=True))
+        engines.release_engine()
+        ctx.run.log_metric(stage="engines", started=engines.engines_started() - started)
 
 
 def _rounds(ctx: Context) -> list[dict]:
     cfg = ctx.cfg
-    policy = _value(init_policy_task(ctx))
+    policy = value_of(init_policy_task(ctx))
     k, lim = cfg.eval_repeats, cfg.eval_prompts_limit
-    baseline_eval = _value(sample_task(ctx, 0, cfg.eval_prompts, lim, policy, k, cfg.eval_temperature,
+    baseline_eval = value_of(sample_task(ctx, 0, cfg.eval_prompts, lim, policy, k, cfg.eval_temperature,
                                        EVAL_SEED_BASELINE, "sft-baseline"))
-    sft_eval = _value(sample_task(ctx, 0, cfg.eval_prompts, lim, policy, k, cfg.eval_temperature, EVAL_SEED_MODEL,
+    sft_eval = value_of(sample_task(ctx, 0, cfg.eval_prompts, lim, policy, k, cfg.eval_temperature, EVAL_SEED_MODEL,
                                   "sft"))
     rows = [{"round": 0, "stage": "SFT", "policy": policy, "pairs": None,
-             "artifacts": {"eval_candidates": sft_eval}, **_value(evaluate_task(ctx, 0, sft_eval, baseline_eval))}]
+             "artifacts": {"eval_candidates": sft_eval}, **value_of(evaluate_task(ctx, 0, sft_eval, baseline_eval))}]
     for r in range(1, cfg.rounds + 1):
         rows.append(round_flow(ctx, r, policy, baseline_eval))
         policy = rows[-1]["policy"]

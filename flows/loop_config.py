@@ -5,6 +5,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from prefwork.pipeline import DATA_DIR as DATA
+from prefwork.pipeline.engines_factory import ENGINE_HELP
+
+#: Tokens of prompt + answer the tiny default policy trains on; the chunks' difficulty is measured
+#: at the same length (the loop's and the refresh's).
+MAX_LENGTH = 192
 
 
 @dataclass
@@ -18,7 +23,7 @@ class LoopConfig:
     eval_prompts: str = field(default=str(DATA / "prompts" / "heldout.jsonl"), metadata={"help": "held-out prompts"})
     corpus: str = field(default=str(DATA / "corpus" / "sft.jsonl"), metadata={"help": "SFT corpus of the default policy"})
     policy: str | None = field(default=None, metadata={"help": "starting policy dir (default: build the tiny policy)"})
-    engine: str = field(default="auto", metadata={"help": "sampling engine: auto (vllm on a GPU, else transformers), vllm, transformers"})
+    engine: str = field(default="auto", metadata={"help": ENGINE_HELP})
     n: int = field(default=16, metadata={"help": "candidates per prompt"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature of training candidates"})
     max_tokens: int = field(default=48, metadata={"help": "new tokens per answer"})
@@ -75,5 +80,5 @@ class LoopConfig:
 
         lr = self.learning_rate * self.lr_decay ** (round_ - 1)
         return DPOConfig(loss=self.loss, beta=self.beta, alpha=self.alpha, learning_rate=lr, epochs=self.epochs,
-                         batch_size=self.batch_size, seed=self.seed, max_length=192, logging_steps=2,
+                         batch_size=self.batch_size, seed=self.seed, max_length=MAX_LENGTH, logging_steps=2,
                          save_steps=10, eval_fraction=0.1)

@@ -1,23 +1,33 @@
-"""Resumable Prefect tasks: cache policies keyed on our content hashes, results kept in the workspace.
+"""Resumable Prefect tasks, one mechanism for every flow: our stage cache decides, Prefect shows it.
 
-A task decorated with ``cache_policy=content_policy(stage, paths=..., config=...)`` gets the
-Prefect cache key ``content_key(stage, {input file hashes}, {config inputs})`` -- the same
-kind of key as our ``StageCache`` (DESIGN.md). Its return value (an output path) is persisted
-under ``<workspace>/.cache/prefect-results``, so a re-run of a failed flow run finds the
-finished tasks' records and Prefect ends those task runs in the state ``Cached`` without
-calling them: the skipped work is visible in the UI and the API. Underneath, each stage
-still goes through ``StageCache``, so even without Prefect's records (a fresh Prefect
-home) nothing finished is recomputed. Deleting ``<workspace>/.cache`` clears both.
+Every stage of the loop, the refresh and the win-rate flow runs behind ``pipeline.store.StageCache``
+(key = stage + its inputs' content hashes + its config; DESIGN.md), so a re-run, ``--resume`` or a
+retried flow run redoes no finished work, even with a fresh Prefect home. A task whose stage the
+cache served returns ``cached(value, True)``: a ``Completed`` state named ``Cached``, so Prefect's UI
+and API show which task runs were reused. Deleting ``<workspace>/.cache`` clears it all.
+
+Why not Prefect's own cache policies as well: two caches would have to agree on every key, and a
+task Prefect skips never reaches the stage that logs it in ``metrics.jsonl``.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from prefect.cache_policies import CacheKeyFnPolicy
+from prefect.states import Completed, State
 
-from prefwork.flows.stages import hash_of
-from prefwork.pipeline.store import content_key
+from prefwork.pipeline.store import hash_of
+
+
+def cached(value: Any, hit: bool):
+    """What a stage task returns: ``value`` itself, or, when the stage cache served it, a Completed
+    state named "Cached" holding it (Prefect records the task run as Cached)."""
+    return Completed(name="Cached", data=value, message="served from the workspace stage cache") if hit else value
+
+
+def value_of(out: Any) -> Any:
+    """What a stage task produced: calling a task that returned a state gives the state itself."""
+    return out.result() if isinstance(out, State) else out
 
 
 def hash_inputs(value: Any) -> Any:
@@ -29,23 +39,3 @@ def hash_inputs(value: Any) -> Any:
     if value is None or not Path(str(value)).exists():
         return value
     return hash_of(value)
-
-
-def content_policy(stage: str, paths: tuple[str, ...] = (), config: tuple[str, ...] = ()) -> CacheKeyFnPolicy:
-    """A cache policy over the content of the file/dir inputs ``paths`` and the plain inputs ``config``."""
-
-    def key(_ctx, inputs: dict[str, Any]) -> str:
-        return content_key(stage, {p: hash_inputs(inputs[p]) for p in paths}, {c: inputs.get(c) for c in config})
-
-    return CacheKeyFnPolicy(cache_key_fn=key)
-
-
-def result_storage(workspace: str | Path) -> Path:
-    """Where a workspace's Prefect task results (and cache records) live."""
-    return Path(workspace).resolve() / ".cache" / "prefect-results"
-
-
-def bind(workspace: str | Path, *tasks):
-    """The given tasks with their result storage in ``workspace`` (one copy per flow run)."""
-    store = result_storage(workspace)
-    return [t.with_options(result_storage=store) for t in tasks]

@@ -13,23 +13,11 @@ from pathlib import Path
 
 import polars as pl
 
-from prefwork.pipeline.curriculum import ChunkConfig, make_chunks
+from prefwork.pipeline.curriculum import ChunkConfig
 from prefwork.pipeline.pairs import PairConfig, build_pairs
 from prefwork.pipeline.sample import SampleConfig, sample
 from prefwork.pipeline.schemas import CANDIDATES, CHUNKS, PAIRS, SCORES
-from prefwork.pipeline.store import StageCache, content_key, file_hash, read_table, write_json, write_table
-
-_HASHES: dict[tuple[str, float], str] = {}
-
-
-def hash_of(path: str | Path) -> str:
-    """Content hash of a file or model directory, memoised by path and mtime."""
-    p = Path(path)
-    stamp = max((f.stat().st_mtime for f in p.rglob("*") if f.is_file()), default=0.0) if p.is_dir() else p.stat().st_mtime
-    key = (str(p.resolve()), stamp)
-    if key not in _HASHES:
-        _HASHES[key] = file_hash(p)
-    return _HASHES[key]
+from prefwork.pipeline.store import StageCache, content_key, hash_of, read_table, write_json, write_table
 
 
 def sample_stage(cache: StageCache, prompts_path: Path, prompts: pl.DataFrame, model_dir: Path, cfg: SampleConfig,
@@ -80,12 +68,10 @@ def chunks_stage(cache: StageCache, pairs_path: Path, model_dir: Path, cfg: Chun
                       {**asdict(cfg), "max_length": max_length})
 
     def produce(work: Path) -> None:
-        pairs = read_table(pairs_path, PAIRS)
-        margin = None
-        if cfg.method == "logp_margin":
-            from prefwork.train.difficulty import logp_margins
-            margin = logp_margins(model_dir, pairs, max_length=max_length)
-        write_table(make_chunks(pairs, cfg, margin), work / "chunks.parquet", CHUNKS)
+        from prefwork.train.difficulty import chunk_pairs
+
+        chunks = chunk_pairs(read_table(pairs_path, PAIRS), model_dir, cfg, max_length=max_length)
+        write_table(chunks, work / "chunks.parquet", CHUNKS)
 
     entry, cached = cache.run("chunks", key, produce)
     return entry / "chunks.parquet", cached

@@ -2,9 +2,9 @@
 
 Thin wiring over ``evaluators.evaluate`` (sampling k answers per prompt with fresh seeds,
 pairwise judging, statistics) and ``evaluators.evaluate_report`` (tables, plots, report.md),
-plus a row per model in ``<workspace>/history.parquet``. The evaluation task's Prefect cache
-key covers the prompts' and models' content hashes and the config, with its result kept in
-the workspace (``flows.resume``): a re-run after a crash in the report ends it ``Cached``.
+plus a row per model in ``<workspace>/history.parquet``. The evaluation runs behind the
+workspace's stage cache (``flows.resume``; key: the prompts' and models' content hashes and the
+config): a re-run after a crash in the report reuses it and Prefect shows the task ``Cached``.
 """
 from __future__ import annotations
 
@@ -16,24 +16,36 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from prefwork.flows.flow_configs import WinrateConfig
-from prefwork.flows.resume import bind, content_policy, hash_inputs
-from prefwork.pipeline.store import content_key
+from prefwork.flows.resume import cached, hash_inputs, value_of
+from prefwork.pipeline.store import StageCache, content_key
 
 
-@task(name="evaluate", cache_policy=content_policy("winrate-evaluate", paths=("prompts", "models", "baseline"),
-                                                    config=("eval_cfg", "engine")))
+@task(name="evaluate", cache_policy=NO_CACHE)
 def evaluate_task(workspace: str, prompts: str, models: dict, baseline: str, eval_cfg: dict, engine: str):
-    """k repeats of sampling + pairwise judging (``evaluators.evaluate.evaluate``)."""
+    """k repeats of sampling + pairwise judging (``evaluators.evaluate.evaluate``), stage-cached.
+
+    The cache entry keeps the result object pickled (tables and summaries; our own file in the
+    workspace, as Prefect's result storage would have kept it); the candidates stay in
+    ``.cache/winrate/<key>``, where a killed sampling run resumes from its finished shards.
+    """
+    import pickle
+
     from prefwork.evaluators.evaluate import EvalConfig, evaluate, model_label
-    from prefwork.flows.refresh import make_engine
+    from prefwork.pipeline import engines_factory as engines
     from prefwork.pipeline.prompts import load_prompts
 
     key = content_key("winrate-evaluate", hash_inputs({"prompts": prompts, "models": models, "baseline": baseline}),
                       {**eval_cfg, "engine": engine})
     out = Path(workspace) / ".cache" / "winrate" / key
     name = "reference" if baseline == "reference" else model_label(baseline)
-    return evaluate(load_prompts(prompts), models, baseline, cfg=EvalConfig(**eval_cfg), out_dir=out,
-                    engine_for=lambda model_dir: make_engine(engine, model_dir), baseline_name=name)
+
+    def produce(work: Path) -> None:
+        result = evaluate(load_prompts(prompts), models, baseline, cfg=EvalConfig(**eval_cfg), out_dir=out,
+                          engine_for=lambda model_dir: engines.shared_engine(engine, model_dir), baseline_name=name)
+        (work / "result.pkl").write_bytes(pickle.dumps(result))
+
+    entry, hit = StageCache(Path(workspace) / ".cache").run("winrate-evaluate", key, produce)
+    return cached(pickle.loads((entry / "result.pkl").read_bytes()), hit)
 
 
 @task(name="report", cache_policy=NO_CACHE)
@@ -63,7 +75,7 @@ def report_task(cfg: dict, eval_cfg: dict, result) -> dict:
 def winrate_report(config: dict, eval_config: dict | None = None) -> dict:
     """Evaluate ``config['model']`` (and ``compare``) against the baseline k times; write the report."""
     from prefwork.evaluators.evaluate import EvalConfig, model_label
-    from prefwork.flows.loop import resolve_engine
+    from prefwork.pipeline.engines_factory import resolve_engine
 
     c = WinrateConfig(**config)
     if not c.model:
@@ -75,6 +87,6 @@ def winrate_report(config: dict, eval_config: dict | None = None) -> dict:
         models[model_label(c.compare) if model_label(c.compare) not in models else "compare"] = \
             str(Path(c.compare).resolve())
     baseline = c.baseline if c.baseline == "reference" else str(Path(c.baseline).resolve())
-    (evaluate_t,) = bind(c.workspace, evaluate_task)
-    result = evaluate_t(c.workspace, str(Path(c.prompts).resolve()), models, baseline, ev, resolve_engine(c.engine))
+    result = value_of(evaluate_task(c.workspace, str(Path(c.prompts).resolve()), models, baseline, ev,
+                                    resolve_engine(c.engine)))
     return report_task(asdict(c), ev, result)

@@ -2,12 +2,15 @@
 
 Why a factory: the CLI, the loop and the benchmark choose the engine from a string and
 pass one bag of options; each engine takes only the options it understands, and an
-unknown engine or option is an error that names the valid ones.
+unknown engine or option is an error that names the valid ones. This module is the one
+home of engine choice: what ``auto`` means (``resolve_engine``, ``AUTO_HELP``) and the
+per-process engine every Prefect flow samples with (``shared_engine``).
 """
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass, field
+import threading
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,13 @@ ENGINE_OPTIONS = {
                "n_per_request", "api", "backoff_s"),
 }
 ENGINES = ("auto", *ENGINE_OPTIONS)
+#: What ``--engine auto`` means; every help text that explains ``auto`` uses this line.
+AUTO_HELP = ("auto = vllm when a CUDA GPU is present and vLLM is installed, else transformers (on CPU each "
+             "vLLM engine start costs 40-60 s even for the tiny default policy; --engine vllm opts in)")
+#: The help of a flow's or command's ``--engine`` option.
+ENGINE_HELP = f"sampling engine: {', '.join(ENGINES)}; {AUTO_HELP}"
+#: Options of the engines the flows hold (``shared_engine``): 2 torch threads for transformers.
+FLOW_ENGINE_OPTIONS = {"threads": 2}
 
 
 @dataclass
@@ -41,12 +51,21 @@ class EngineOptions:
 
 
 def resolve_engine(name: str) -> str:
-    """``auto`` becomes ``vllm`` when vLLM is importable, else ``transformers``."""
+    """The engine ``name`` stands for; ``auto`` as ``AUTO_HELP`` says.
+
+    Why not vLLM whenever it is installed: on CPU the tiny default policy samples in seconds
+    with transformers, while every vLLM engine start costs 40-60 s (measured by the loop, one
+    start per policy), so on CPU vLLM is opt-in (``--engine vllm``).
+    """
     if name not in ENGINES:
         raise ValueError(f"unknown engine {name!r} (valid: {', '.join(ENGINES)})")
-    if name == "auto":
-        return "vllm" if importlib.util.find_spec("vllm") is not None else "transformers"
-    return name
+    if name != "auto":
+        return name
+    if importlib.util.find_spec("vllm") is None:
+        return "transformers"
+    import torch
+
+    return "vllm" if torch.cuda.is_available() else "transformers"
 
 
 class EngineSlot:
@@ -100,3 +119,58 @@ def make_engine(name: str, model_dir: str | Path | None, **opts: Any):
     from prefwork.pipeline.engines_openai import OpenAIEngine
 
     return OpenAIEngine(model=str(model_dir) if model_dir else None, **mine)
+
+
+class _OneAtATime:
+    """An engine whose ``generate`` runs one call at a time in this process.
+
+    The transformers engine seeds torch's global RNG per batch, so two threads sampling at
+    once (a flow's shards on its thread pool) would make each other's candidates
+    irreproducible; shards still fan out across processes and over an OpenAI-compatible server.
+    """
+
+    def __init__(self, engine):
+        self.engine, self.name = engine, engine.name
+
+    def generate(self, prompts, cfg, shard_seed):
+        with _LOCK:
+            return self.engine.generate(prompts, cfg, shard_seed)
+
+    def close(self) -> None:
+        if hasattr(self.engine, "close"):
+            self.engine.close()
+
+
+_LOCK = threading.RLock()
+#: engine name -> its slot; at most one slot holds an engine at a time (``shared_engine``)
+_SLOTS: dict[str, EngineSlot] = {}
+
+
+def shared_engine(name: str, model_dir: str | Path):
+    """This process's sampling engine for ``model_dir``, shared by every flow's stages and shards.
+
+    Why one per process: an engine start is the expensive part (a vLLM engine costs 40-60 s),
+    and two engines must not hold (GPU) memory at once. The engine stays loaded while the
+    same policy is asked for (the loop's consecutive stages on one policy, a refresh's shards,
+    a later run in the same process); another policy or engine name shuts it down first.
+    ``release_engine()`` frees it (the loop does before training). Calls are serialised
+    (``_OneAtATime``). Options: ``FLOW_ENGINE_OPTIONS``.
+    """
+    name = resolve_engine(name)
+    with _LOCK:
+        for other in [n for n in _SLOTS if n != name]:
+            _SLOTS[other].close()
+        slot = _SLOTS.setdefault(name, EngineSlot(lambda d: _OneAtATime(make_engine(name, d, **FLOW_ENGINE_OPTIONS))))
+        return slot.get(model_dir)
+
+
+def release_engine() -> None:
+    """Shut down the engine ``shared_engine`` holds, if any (before training, and when a run ends)."""
+    with _LOCK:
+        for slot in _SLOTS.values():
+            slot.close()
+
+
+def engines_started() -> int:
+    """How many engines ``shared_engine`` has started in this process (a run logs its difference)."""
+    return sum(slot.built for slot in _SLOTS.values())

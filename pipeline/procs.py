@@ -1,4 +1,8 @@
-"""Stopping the servers we start (vLLM, Prefect) together with every process they spawned."""
+"""Stopping what we start (a training command, vLLM and Prefect servers) with every process it spawned.
+
+A launched command runs in its own session (``start_new_session=True``); stopping only its
+leader would leave ``accelerate``'s ranks or a server's workers running.
+"""
 from __future__ import annotations
 
 import os

@@ -57,6 +57,13 @@ def redact(obj: Any) -> Any:
     return obj
 
 
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The records of ``run_dir/metrics.jsonl``, in order: the one reader of the lines
+    ``RunDir.log_metric`` and the trainer (``train.dpo_monitor.MetricsFile``) append."""
+    path = Path(run_dir) / "metrics.jsonl"
+    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.exists() else []
+
+
 class RunDir:
     """One run's directory, its metadata files and its metrics log."""
 

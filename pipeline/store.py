@@ -85,6 +85,20 @@ def file_hash(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+_HASHES: dict[tuple[str, float], str] = {}
+
+
+def hash_of(path: str | os.PathLike) -> str:
+    """``file_hash`` memoised by path and modification time: stage cache keys hash the same
+    model directory or table many times in a run, and a directory hash reads every file."""
+    p = Path(path)
+    stamp = max((f.stat().st_mtime for f in p.rglob("*") if f.is_file()), default=0.0) if p.is_dir() else p.stat().st_mtime
+    key = (str(p.resolve()), stamp)
+    if key not in _HASHES:
+        _HASHES[key] = file_hash(p)
+    return _HASHES[key]
+
+
 def frame_hash(df: pl.DataFrame, columns: list[str] | None = None) -> str:
     """sha256 of a table's rows (order-sensitive), stable across processes and versions.
 

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import ROOT
 from test_train_cli import inputs  # noqa: F401 - the shared module fixture
-from prefwork.train.dpo_monitor import read_metrics
+from prefwork.pipeline.run import read_metrics
 from prefwork.train.launch import launch_training
 
 TWO_PROCESS = ROOT / "data" / "configs" / "cpu_two_process.yaml"

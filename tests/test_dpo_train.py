@@ -12,7 +12,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from prefwork.train.dpo import DPOConfig, train_dpo
-from prefwork.train.dpo_monitor import LikelihoodMonitor, read_metrics
+from prefwork.pipeline.run import read_metrics
+from prefwork.train.dpo_monitor import LikelihoodMonitor
 from prefwork.train.logps import IGNORE, PairCollator, concatenated_logps, encode_pair, encode_pairs
 from prefwork.train.losses import LOSSES
 from prefwork.train.policy import PolicyConfig, build_random_policy

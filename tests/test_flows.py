@@ -25,11 +25,11 @@ pytestmark = pytest.mark.slow
 def counts(monkeypatch):
     """Count generations (prompts x n through the engine) and judged candidates."""
     import prefwork.evaluators.rules as rules
-    import prefwork.flows.refresh as refresh
+    from prefwork.pipeline import engines_factory
 
     seen = {"generate_calls": 0, "generated": 0, "judged": 0}
     lock = threading.Lock()
-    real_make, real_score = refresh.make_engine, rules.score_candidates
+    real_make, real_score = engines_factory.shared_engine, rules.score_candidates
 
     class Counting:
         def __init__(self, engine):
@@ -46,7 +46,7 @@ def counts(monkeypatch):
             seen["judged"] += candidates.height
         return real_score(candidates)
 
-    monkeypatch.setattr(refresh, "make_engine", lambda name, model_dir: Counting(real_make(name, model_dir)))
+    monkeypatch.setattr(engines_factory, "shared_engine", lambda name, model_dir: Counting(real_make(name, model_dir)))
     monkeypatch.setattr(rules, "score_candidates", score)
     return seen
 
@@ -81,6 +81,7 @@ def task_run_states(flow_run_id, expected: int, timeout: float = 60) -> dict[str
 
 def test_refresh_resumes_publishes_and_appends(prefect_harness, tiny_random_policy, tmp_path, counts, monkeypatch):
     import prefwork.flows.refresh as refresh
+    from prefwork.pipeline import engines_factory
     from prefwork.pipeline.datasets_store import DatasetStore
     from prefwork.pipeline.schemas import CHUNKS, PAIRS, validate
 
@@ -97,7 +98,7 @@ def test_refresh_resumes_publishes_and_appends(prefect_harness, tiny_random_poli
     assert counts == {"generate_calls": 3, "generated": 24, "judged": 24}
     assert DatasetStore(ws).versions() == []
     monkeypatch.undo()  # the crash is gone; counting continues below with a fresh wrapper
-    monkeypatch.setattr(refresh, "make_engine", _counting_again(counts))
+    monkeypatch.setattr(engines_factory, "shared_engine", _counting_again(counts))
 
     again = refresh.refresh_dataset(config=cfg, return_state=True)
     assert again.is_completed(), again
@@ -139,9 +140,9 @@ def test_refresh_resumes_publishes_and_appends(prefect_harness, tiny_random_poli
 
 
 def _counting_again(counts):
-    import prefwork.flows.refresh as refresh
+    from prefwork.pipeline import engines_factory
 
-    real = refresh.make_engine
+    real = engines_factory.shared_engine
 
     class Counting:
         def __init__(self, engine):
@@ -175,24 +176,3 @@ def test_winrate_report_flow(prefect_harness, tiny_random_policy, tmp_path, coun
     assert task_run_states(state.state_details.flow_run_id, expected=2)["evaluate"] == ["Cached"]
     history = load_history(ws / "history.parquet")
     assert history.height == 2 and history["stage"].to_list() == ["test", "test"]
-
-
-def test_refresh_keeps_one_engine_per_process(tiny_random_policy, tmp_path, monkeypatch):
-    """Shards of one policy share its engine, which stays for the next run of that policy; another
-    policy shuts it down first, so a long-lived process does not pile up engines."""
-    import shutil
-
-    import prefwork.flows.refresh as refresh
-
-    monkeypatch.setattr(refresh, "_SLOTS", {})
-    closed = []
-    monkeypatch.setattr(refresh._OneAtATime, "close", lambda self: closed.append(self))
-    other = tmp_path / "other"
-    shutil.copytree(tiny_random_policy, other)
-    first = refresh.make_engine("transformers", tiny_random_policy)
-    assert refresh.make_engine("transformers", Path(str(tiny_random_policy))) is first and closed == []
-    second = refresh.make_engine("transformers", other)
-    assert second is not first and closed == [first]
-    assert refresh._SLOTS["transformers"].built == 2
-    refresh._SLOTS["transformers"].close()
-    assert closed == [first, second]

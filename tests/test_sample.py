@@ -118,6 +118,46 @@ def test_bad_engine_and_model_dir(tmp_path):
     assert resolve_engine("auto") in ("vllm", "transformers")
 
 
+def test_auto_means_vllm_only_on_a_gpu_with_vllm_installed(monkeypatch):
+    """One meaning of ``auto`` (AUTO_HELP): on CPU each vLLM start costs 40-60 s, so vLLM is opt-in there."""
+    import importlib.util
+
+    import torch
+
+    from prefwork.pipeline.engines_factory import AUTO_HELP, ENGINE_HELP
+
+    real_find = importlib.util.find_spec
+    for gpu, vllm, expected in ((True, True, "vllm"), (False, True, "transformers"), (True, False, "transformers")):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda gpu=gpu: gpu)
+        monkeypatch.setattr(importlib.util, "find_spec",
+                            lambda name, *a, vllm=vllm: (real_find(name, *a) if vllm else None) if name == "vllm"
+                            else real_find(name, *a))
+        assert resolve_engine("auto") == expected, (gpu, vllm)
+    assert resolve_engine("vllm") == "vllm" and AUTO_HELP in ENGINE_HELP
+
+
+def test_shared_engine_one_per_process(policy, tmp_path, monkeypatch):
+    """Every flow's shards and stages on one policy share one engine, kept for a later run of that
+    policy; another policy or engine shuts it down first, so a long-lived process does not pile up engines."""
+    import shutil
+    from pathlib import Path
+
+    from prefwork.pipeline import engines_factory as engines
+
+    monkeypatch.setattr(engines, "_SLOTS", {})
+    closed = []
+    monkeypatch.setattr(engines._OneAtATime, "close", lambda self: closed.append(self))
+    other = tmp_path / "other"
+    shutil.copytree(policy, other)
+    first = engines.shared_engine("transformers", policy)
+    assert engines.shared_engine("auto", Path(str(policy))) is first and closed == []
+    second = engines.shared_engine("transformers", other)
+    assert second is not first and closed == [first] and engines.engines_started() == 2
+    engines.release_engine()
+    assert closed == [first, second] and engines.shared_engine("transformers", other) is not second
+    engines.release_engine()
+
+
 @pytest.mark.slow
 def test_cli_transformers_and_missing_model(policy, tmp_path):
     prompts = write_prompts(tmp_path / "p.jsonl", prompts_frame(4))

@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from prefwork.train.toy import SCENARIOS, ToyConfig, run_toy, sft_targets, simulate
+from prefwork.train.toy import SCENARIOS, ToyConfig, sft_targets, simulate
 from prefwork.train.toy_findings import check_findings
 from prefwork.train.toy_plots import PANELS, scenario_curves, scenario_figure
+from prefwork.train.toy_run import run_toy
 
 SEEDS = (0, 1, 2, 3, 4)
 FAST = ToyConfig(seeds=(0,), losses=("dpo", "dpo_sft"), steps=30, sft_steps=100)

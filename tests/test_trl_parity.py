@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from test_dpo_train import make_pairs, tiny_cfg
 from prefwork.train.dpo import train_dpo
-from prefwork.train.dpo_monitor import read_metrics
+from prefwork.pipeline.run import read_metrics
 from prefwork.train.policy import PolicyConfig, build_random_policy
 
 trl = pytest.importorskip("trl")

@@ -2,7 +2,9 @@
 
 ``logp_margins`` returns, per pair, the model's mean per-token log-prob of the chosen
 answer minus that of the rejected one. Large = the model already prefers chosen = easy.
-Per-token means keep long answers from looking hard just for their length.
+Per-token means keep long answers from looking hard just for their length. ``chunk_pairs``
+is the one place where pairs become easy-to-hard chunks (the loop's chunks stage and the
+training entry point both call it).
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import polars as pl
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from prefwork.pipeline.curriculum import ChunkConfig, make_chunks
 from prefwork.train.logps import concatenated_logps, encode_pairs
 from prefwork.train.shared_prompt import SharedPromptCollator
 
@@ -31,3 +34,10 @@ def logp_margins(model_dir: str | Path, pairs: pl.DataFrame, *, max_length: int 
         rejected = r["policy_rejected_logps"] / r["rejected_counts"].clamp(min=1)
         out += (chosen - rejected).tolist()
     return pl.Series("logp_margin", out, dtype=pl.Float64)
+
+
+def chunk_pairs(pairs: pl.DataFrame, model_dir: str | Path, cfg: ChunkConfig, *, max_length: int) -> pl.DataFrame:
+    """``pairs`` with ``difficulty`` and ``chunk`` (``pipeline.curriculum.make_chunks``); the default
+    measure, ``logp_margin``, is read from ``model_dir`` at ``max_length`` tokens (the training length)."""
+    margin = logp_margins(model_dir, pairs, max_length=max_length) if cfg.method == "logp_margin" else None
+    return make_chunks(pairs, cfg, margin)

@@ -1,5 +1,8 @@
 """What a preference run leaves behind: the 3D-properties watch, metrics.jsonl, final/.
 
+``metrics.jsonl`` is read back with ``pipeline.run.read_metrics``, the one reader of both
+the trainer's and a run directory's metrics.
+
 The watch follows "3D-Properties" (PAPERS.md): under DPO the rejected likelihood can drop
 drastically while the chosen one stops rising and falls (degradation). Per logging window
 it reports the change of mean chosen and rejected log-likelihood since the start of the
@@ -73,12 +76,6 @@ class MetricsFile(TrainerCallback):
         if state.is_world_process_zero and logs and "loss" in logs:
             with open(self.path, "a") as fh:
                 fh.write(json.dumps({"step": state.global_step, **logs}) + "\n")
-
-
-def read_metrics(out_dir: str | Path) -> list[dict]:
-    """The records of ``out_dir/metrics.jsonl``, in order."""
-    path = Path(out_dir) / "metrics.jsonl"
-    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.exists() else []
 
 
 def save_final(trainer, final_dir: Path) -> Path:

@@ -29,14 +29,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from prefwork.pipeline.procs import stop_process_group
 from prefwork.pipeline.run import RunDir, redact
 from prefwork.pipeline.schemas import CHUNKS, PAIRS
 from prefwork.pipeline.store import file_hash, read_table, write_json
-from prefwork.train.launch_config import ConfigError, TrainSpec, load_config_file, load_spec
+from prefwork.train.launch_config import RESULT_FILE, ConfigError, TrainSpec, load_config_file, load_spec
 
 ENTRY = ("-m", "prefwork.train.launch_entry")
 PLACEHOLDERS = ("accelerate", "entry", "config", "run_dir", "python", "log", "num_processes")
-RESULT_FILE = "result.json"
 
 
 @dataclass
@@ -203,9 +203,8 @@ def _stream(cmd: list[str] | str, env: dict[str, str], log_path: Path, echo: Cal
                 if echo:
                     echo(line.rstrip("\n"))
             return proc.wait()
-        except KeyboardInterrupt:
-            proc.terminate()
-            proc.wait(30)
+        except KeyboardInterrupt:  # the ranks and workers the command started go down with it
+            stop_process_group(proc)
             raise
 
 

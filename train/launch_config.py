@@ -21,10 +21,15 @@ from typing import Any
 import yaml
 
 from prefwork.pipeline.curriculum import METHODS
+from prefwork.pipeline.engines_factory import ENGINES, EngineOptions
+from prefwork.pipeline.sample import SampleConfig
 from prefwork.train.configs import DPOConfig, SFTConfig
 from prefwork.train.losses import LOSSES
 from prefwork.train.sdpo import SCHEDULES
 
+#: The file a training run writes last in its run directory, naming the final model (rank 0 of
+#: ``train.launch_entry`` writes it; ``train.launch`` reads it).
+RESULT_FILE = "result.json"
 KINDS = ("dpo", "sft")
 MODES = ("local", "accelerate", "command")
 #: Recipe sections that belong to other stages (sampling, judging, the loop); train ignores them.
@@ -161,11 +166,6 @@ def spec_from_dict(raw: dict[str, Any], source: str = "<config>", overrides: dic
 
 def check_stage_sections(raw: dict[str, Any], source: str) -> None:
     """The recipe's ``sample`` / ``judge`` sections use only the fields their stages know."""
-    try:
-        from prefwork.pipeline.engines_factory import ENGINES, EngineOptions
-        from prefwork.pipeline.sample import SampleConfig
-    except ImportError:  # an older pipeline without the engine factory: nothing to check against
-        return
     engine_fields = {f.name for f in dataclasses.fields(EngineOptions)}
     known = {"sample": {"engine", "model"} | engine_fields | {f.name for f in dataclasses.fields(SampleConfig)},
              "judge": {"engine", "model", "prompt", "rubric", "temperature", "max_tokens"} | engine_fields}

@@ -14,9 +14,7 @@ import os
 import time
 from pathlib import Path
 
-from prefwork.train.launch_config import TrainSpec, spec_from_dict
-
-RESULT_FILE = "result.json"
+from prefwork.train.launch_config import RESULT_FILE, TrainSpec, spec_from_dict
 
 
 def _state():
@@ -31,9 +29,10 @@ def _state():
 
 def _chunks_of(spec: TrainSpec, table, run_dir: Path, state):
     """The CHUNKS table to train over: the file's own, or the pairs split into ``spec.chunks``."""
-    from prefwork.pipeline.curriculum import ChunkConfig, make_chunks
+    from prefwork.pipeline.curriculum import ChunkConfig
     from prefwork.pipeline.schemas import CHUNKS, PAIRS
     from prefwork.pipeline.store import read_table, write_table
+    from prefwork.train.difficulty import chunk_pairs
 
     if "chunk" in table.columns and not spec.chunks:
         return table
@@ -41,12 +40,8 @@ def _chunks_of(spec: TrainSpec, table, run_dir: Path, state):
     with state.main_process_first():  # rank 0 measures difficulty and writes; the others read it
         if not path.exists():
             pairs = table.select([c for c in table.columns if c in PAIRS.columns])
-            margin = None
-            if spec.curriculum == "logp_margin":
-                from prefwork.train.difficulty import logp_margins
-                margin = logp_margins(spec.model, pairs, max_length=spec.dpo.max_length)
             cfg = ChunkConfig(chunks=max(spec.chunks, 1), method=spec.curriculum, seed=spec.dpo.seed)
-            write_table(make_chunks(pairs, cfg, margin), path, CHUNKS)
+            write_table(chunk_pairs(pairs, spec.model, cfg, max_length=spec.dpo.max_length), path, CHUNKS)
         chunks = read_table(path, CHUNKS)
     return chunks
 
@@ -66,7 +61,7 @@ def run_spec(spec: TrainSpec) -> Path:
         from prefwork.pipeline.schemas import PAIRS
         from prefwork.pipeline.store import read_table
         from prefwork.train.dpo import train_dpo
-        from prefwork.train.dpo_monitor import read_metrics
+        from prefwork.pipeline.run import read_metrics
         from prefwork.train.sdpo import train_sdpo
 
         table = pl.read_parquet(spec.data)

@@ -30,10 +30,7 @@ start, rising late from 0.02 on the rejected answer's mass, drops less).
 """
 from __future__ import annotations
 
-import json
-import os
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -93,23 +90,6 @@ class ToyConfig:
     alpha: float = field(default=1.0, metadata={
         "help": "Weight of the chosen NLL term in slic and dpo_sft."})
     plots: bool = field(default=True, metadata={"help": "Write one PNG per scenario."})
-
-
-@dataclass
-class ToyResult:
-    """What a toy run produced.
-
-    histories: (seed, scenario, loss) -> {series: (steps + 1,) array}, series in SERIES.
-    summary: one dict per (seed, scenario, loss) with peak/final chosen, final rejected, final unseen.
-    findings: the paper's findings the run can check, each with the seeds it holds on
-    (train.toy_findings.check_findings).
-    """
-
-    config: ToyConfig
-    histories: dict[tuple[int, str, str], dict[str, np.ndarray]]
-    summary: list[dict]
-    files: list[Path]
-    findings: list[dict] = field(default_factory=list)
 
 
 def sft_targets(scenario: str, likely: float, unlikely: float) -> torch.Tensor:
@@ -281,50 +261,3 @@ def summarize(histories: dict[tuple[int, str, str], dict[str, np.ndarray]]) -> l
             "final_outside": float(h["outside"][-1]),
         })
     return rows
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temp file and rename, so a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _write_tables(result_rows: list[dict], histories: dict, config: ToyConfig, out_dir: Path) -> list[Path]:
-    """config.json, summary.csv and history.csv (long: seed, scenario, loss, step, series...)."""
-    import polars as pl
-
-    cfg_path, sum_path, hist_path = out_dir / "config.json", out_dir / "summary.csv", out_dir / "history.csv"
-    _atomic_write_text(cfg_path, json.dumps(asdict(config), indent=2))
-    _atomic_write_text(sum_path, pl.DataFrame(result_rows).write_csv())
-    frames = [pl.DataFrame({"seed": seed, "scenario": scen, "loss": loss,
-                            "step": np.arange(len(h["chosen"])), **h})
-              for (seed, scen, loss), h in histories.items()]
-    _atomic_write_text(hist_path, pl.concat(frames).write_csv())
-    return [cfg_path, sum_path, hist_path]
-
-
-def run_toy(config: ToyConfig, out_dir: Path) -> ToyResult:
-    """Run the toy (all seeds x scenarios x losses), write tables and plots into ``out_dir``.
-
-    Writes config.json, summary.csv, history.csv, findings.json (the paper's findings, seed by
-    seed) and, if ``config.plots``, toy_<scenario>.png (one per scenario, from train.toy_plots).
-    Runs in seconds on one CPU thread.
-    """
-    from prefwork.train.toy_findings import check_findings
-
-    for name in config.losses:
-        get_loss(name)  # an unknown loss fails here, listing the valid names
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    histories = simulate(config)
-    rows = summarize(histories)
-    files = _write_tables(rows, histories, config, out_dir)
-    findings = check_findings(histories)
-    _atomic_write_text(out_dir / "findings.json", json.dumps(findings, indent=2))
-    files.append(out_dir / "findings.json")
-    if config.plots:
-        from prefwork.train.toy_plots import save_plots
-
-        files += save_plots(histories, out_dir)
-    return ToyResult(config=config, histories=histories, summary=rows, files=files, findings=findings)

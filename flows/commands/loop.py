@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _reused(run_dir: Path, since: float) -> str:
     """``"; 12 of 15 stages from the cache"`` for the stages this invocation ran, or ``""`` if none was."""
-    from prefwork.train.dpo_monitor import read_metrics
+    from prefwork.pipeline.run import read_metrics
 
     flags = [m["cached"] for m in read_metrics(run_dir) if "cached" in m and m["time"] >= since]
     return f"; {sum(flags)} of {len(flags)} stages from the cache" if any(flags) else ""

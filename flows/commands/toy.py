@@ -93,7 +93,7 @@ def findings_table(findings: list[dict]):
 
 def run(args: argparse.Namespace) -> int:
     from prefwork.flows.progress import table_console
-    from prefwork.train.toy import run_toy
+    from prefwork.train.toy_run import run_toy
 
     cfg = config_from_args(args)
     out = Path(args.out) if args.out else Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-toy"

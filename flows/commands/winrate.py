@@ -1,7 +1,6 @@
 """``prefwork winrate``: win rate of one or more models against a baseline over k repeats.
 
-Thin wiring: load prompts, build engines (``pipeline.engines_factory`` when present, else
-the transformers engine), run ``evaluators.evaluate.evaluate``, write the run directory
+Thin wiring: load prompts, build engines (``pipeline.engines_factory``), run ``evaluators.evaluate.evaluate``, write the run directory
 (judgments, summary, per-repeat table, plots, report.md), append to the workspace
 history and print the tables from ``evaluators.evaluate_report``.
 """
@@ -13,11 +12,7 @@ from pathlib import Path
 from prefwork.evaluators.evaluate import REFERENCE, EvalConfig
 from prefwork.flows.options import add_dataclass, from_args
 
-try:  # another module of the project; fall back to transformers when it is absent
-    from prefwork.pipeline.engines_factory import ENGINES, EngineOptions, make_engine, resolve_engine
-except ImportError:  # pragma: no cover - exercised only on trees without the factory
-    ENGINES, EngineOptions, make_engine = ("transformers",), None, None
-    resolve_engine = lambda name: "transformers"  # noqa: E731
+from prefwork.pipeline.engines_factory import ENGINE_HELP, ENGINES, EngineOptions, make_engine, resolve_engine
 
 NAME = "winrate"
 HELP = "win rate of a model vs a baseline over k repeats: std, min, max, SE, bootstrap CI, LC win rate"
@@ -58,11 +53,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", default="winrate", help="run directory name suffix")
     parser.add_argument("--judge-opt", action="append", default=[], metavar="KEY=VALUE",
                         help="option passed to the judge (LLM judges: e.g. base_url=..., model=...)")
-    parser.add_argument("--engine", choices=ENGINES, default="auto" if "auto" in ENGINES else ENGINES[0],
-                        help="sampling engine (auto = vllm when installed, else transformers)")
+    parser.add_argument("--engine", choices=ENGINES, default="auto", help=ENGINE_HELP)
     add_dataclass(parser, EvalConfig)
-    if EngineOptions is not None:
-        add_dataclass(parser, EngineOptions)
+    add_dataclass(parser, EngineOptions)
     parser.set_defaults(func=run)
 
 
@@ -98,11 +91,7 @@ def _engines(args: argparse.Namespace):
     def engine_for(model_dir: Path):
         key = str(model_dir)
         if key not in built:
-            if make_engine is None:
-                from prefwork.pipeline.engines import TransformersEngine
-                built[key] = TransformersEngine(model_dir)
-            else:
-                built[key] = make_engine(name, model_dir, **vars(from_args(EngineOptions, args)))
+            built[key] = make_engine(name, model_dir, **vars(from_args(EngineOptions, args)))
         return built[key]
     return name, engine_for
 
