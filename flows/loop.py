@@ -160,10 +160,13 @@ def iterative_dpo(config: dict, run_dir: str) -> list[dict]:
     ctx.run.log_metric(stage="start", engine=ctx.engine, rounds=cfg.rounds)
     started = engines.engines_started()
     try:
-        return _rounds(ctx)
+        rows = _rounds(ctx)
     finally:
         engines.release_engine()
         ctx.run.log_metric(stage="engines", started=engines.engines_started() - started)
+    from prefwork.evaluators.report_loop import publish_results
+    publish_results(rows, Path(run_dir).name)  # the results table in the Prefect UI, beside the flow run
+    return rows
 
 
 def _rounds(ctx: Context) -> list[dict]:

@@ -1,8 +1,9 @@
 """The Prefect flow ``winrate_report``: k-repeat win rate of a model against a baseline, and its report.
 
 Thin wiring over ``evaluators.evaluate`` (sampling k answers per prompt with fresh seeds,
-pairwise judging, statistics) and ``evaluators.evaluate_report`` (tables, plots, report.md),
-plus a row per model in ``<workspace>/history.parquet``. The evaluation runs behind the
+judging through ``evaluate_pair``, statistics) and ``evaluators.report_winrate.write_run`` (tables, plots,
+report.md, a row per model in ``<workspace>/history.parquet``, and the tables as artifacts in the
+Prefect UI), the same two functions ``prefwork winrate`` calls. The evaluation runs behind the
 workspace's stage cache (``flows.resume``; key: the prompts' and models' content hashes and the
 config): a re-run after a crash in the report reuses it and Prefect shows the task ``Cached``.
 """
@@ -50,22 +51,15 @@ def evaluate_task(workspace: str, prompts: str, models: dict, baseline: str, eva
 
 @task(name="report", cache_policy=NO_CACHE)
 def report_task(cfg: dict, eval_cfg: dict, result) -> dict:
-    """Run directory (judgments, summary, plots, report.md) and one history row per model."""
-    from prefwork.evaluators.evaluate_report import write_outputs
-    from prefwork.evaluators.report import append_history
+    """Run directory (judgments, summary, plots, report.md), one history row per model, Prefect artifacts."""
+    from prefwork.evaluators.report_winrate import write_run
     from prefwork.pipeline.run import RunDir
-    from prefwork.pipeline.schemas import JUDGMENTS
-    from prefwork.pipeline.store import file_hash, frame_hash, write_table
+    from prefwork.pipeline.store import file_hash
 
     c = WinrateConfig(**cfg)
     run_dir = RunDir.create(c.workspace, c.name)
     run_dir.write_metadata({**cfg, **eval_cfg}, {"prompts": file_hash(c.prompts)})
-    write_table(result.judgments, run_dir.path / "judgments.parquet", JUDGMENTS)
-    out = write_outputs(run_dir.path, result, stage=c.stage, config={**cfg, **eval_cfg})
-    for label, s in result.summaries.items():
-        append_history(Path(c.workspace) / "history.parquet", model=label, stage=c.stage, judge=result.judge,
-                       prompts_hash=frame_hash(result.prompts), k=eval_cfg["repeats"], n=result.prompts.height,
-                       summary=s, run_dir=str(run_dir.path))
+    out = write_run(run_dir.path, result, stage=c.stage, config={**cfg, **eval_cfg}, workspace=c.workspace)
     return {"run_dir": str(run_dir.path), "report": str(out["paths"]["report"]),
             "models": {m: {k: v for k, v in s.to_dict().items() if k != "per_repeat"}
                        for m, s in result.summaries.items()}}

@@ -17,7 +17,7 @@ from rich.console import Console
 from prefwork.evaluators import judges
 from prefwork.evaluators.evaluate import EvalConfig, evaluate
 from prefwork.evaluators.judges import make_judge, register_judge
-from prefwork.evaluators.evaluate_report import tables
+from prefwork.evaluators.report_winrate import tables
 from prefwork.pipeline.prompts import load_prompts
 from prefwork.pipeline.sample import Completion, derive_seed
 from prefwork.pipeline.schemas import SchemaError

@@ -156,8 +156,17 @@ def _counting_again(counts):
     return lambda name, model_dir: Counting(real(name, model_dir))
 
 
+def flow_run_artifacts(flow_run_id) -> list:
+    """The artifacts a flow run (and its task runs) published, read back through Prefect's API."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        return client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+
+
 def test_winrate_report_flow(prefect_harness, tiny_random_policy, tmp_path, counts):
-    from prefwork.evaluators.report import load_history
+    from prefwork.evaluators.report_history import load_history
     from prefwork.flows.winrate_flow import winrate_report
 
     ws = tmp_path / "ws"
@@ -176,3 +185,29 @@ def test_winrate_report_flow(prefect_harness, tiny_random_policy, tmp_path, coun
     assert task_run_states(state.state_details.flow_run_id, expected=2)["evaluate"] == ["Cached"]
     history = load_history(ws / "history.parquet")
     assert history.height == 2 and history["stage"].to_list() == ["test", "test"]
+    # the report is in the Prefect UI too: report.md and the overall table as artifacts of the flow run
+    artifacts = flow_run_artifacts(state.state_details.flow_run_id)
+    assert {(a.key, a.type) for a in artifacts} == {("winrate-test", "markdown"), ("winrate-test-table", "table")}
+    (md,) = [a for a in artifacts if a.type == "markdown"]
+    assert md.data == (Path(state.result()["report"])).read_text() and "| Model | Win Rate |" in md.data
+
+
+def test_loop_results_are_published_only_inside_a_flow_run(prefect_harness):
+    """The loop's results table reaches the Prefect UI from its flow run; outside a run nothing is sent."""
+    from prefect import flow
+
+    from prefwork.evaluators.report_loop import publish_results
+
+    rows = [{"round": 0, "stage": "SFT", "win_rate": 0.498, "std": 0.029, "min": 0.454, "max": 0.554, "pairs": None,
+             "rule_pass_rate": 0.503}]
+    assert publish_results(rows, "outside") == []
+
+    @flow(name="publish-check")
+    def publish_check():
+        return publish_results(rows, "20250101-loop")
+
+    state = publish_check(return_state=True)
+    assert len(state.result()) == 2
+    artifacts = flow_run_artifacts(state.state_details.flow_run_id)
+    (table,) = [a for a in artifacts if a.type == "table"]
+    assert table.key == "loop-20250101-loop-table" and "49.8%" in str(table.data)

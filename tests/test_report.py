@@ -1,4 +1,4 @@
-"""History, tables, markdown and plots (evaluators/report.py, evaluators/plots.py)."""
+"""History, tables, markdown and plots (evaluators/report.py, report_history.py, report_plots.py)."""
 from __future__ import annotations
 
 import io
@@ -9,11 +9,11 @@ import pytest
 from matplotlib.container import BarContainer
 from rich.console import Console
 
-from prefwork.evaluators.plots import plot_logps, plot_training_curves, plot_winrates
-from prefwork.evaluators.report import (
+from prefwork.evaluators.report import summary_table, write_report_md
+from prefwork.evaluators.report_history import (
     HISTORY_HEADERS, append_history, history_markdown, history_table, load_history,
-    summary_table, write_report_md,
 )
+from prefwork.evaluators.report_plots import plot_logps, plot_training_curves, plot_winrates
 from prefwork.evaluators.winrate import summarize
 
 REPLICATION = {"win_rate": 0.53, "std": 0.029, "min": 0.49, "max": 0.57, "lc_win_rate": 0.512, "n_errors": 0}

@@ -19,7 +19,7 @@ from conftest import DATA
 
 @pytest.mark.slow
 def test_tiny_policy_vs_itself_lands_near_half(sft_policy, tmp_path, monkeypatch, capsys):
-    import prefwork.evaluators.evaluate_report as er
+    import prefwork.evaluators.report_winrate as er
     from prefwork.flows.cli import main
 
     figures = {}

@@ -35,7 +35,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from prefwork.flows import progress
     from prefwork.flows.loop import iterative_dpo
-    from prefwork.flows.loop_report import results_table, write_outputs
+    from prefwork.evaluators.report_loop import results_table, write_outputs
     from prefwork.pipeline.prompts import load_prompts
     from prefwork.pipeline.run import RunDir
 

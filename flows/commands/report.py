@@ -2,7 +2,7 @@
 
 Reads ``<workspace>/history.parquet`` (every ``prefwork winrate`` and loop evaluation),
 filters it with polars, prints it with rich and optionally writes it as markdown and a
-win-rate plot with STD error bars (``evaluators.report``, ``evaluators.plots``).
+win-rate plot with STD error bars (``evaluators.report_history``, ``evaluators.report_plots``).
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ example:
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    from prefwork.evaluators.report import EXTRA_COLUMNS
+    from prefwork.evaluators.report_history import EXTRA_COLUMNS
 
     parser.add_argument("--workspace", default="runs", help="workspace holding history.parquet")
     parser.add_argument("--model", action="append", default=[], help="only these models (repeatable)")
@@ -46,8 +46,8 @@ def select(history, models: list[str], stages: list[str]):
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from prefwork.evaluators.plots import plot_winrates
-    from prefwork.evaluators.report import history_markdown, history_table, load_history
+    from prefwork.evaluators.report_history import history_markdown, history_table, load_history
+    from prefwork.evaluators.report_plots import plot_winrates
     from prefwork.flows.progress import table_console
     from prefwork.pipeline.store import atomic_write_bytes
 

@@ -1,8 +1,9 @@
 """``prefwork winrate``: win rate of one or more models against a baseline over k repeats.
 
-Thin wiring: load prompts, build engines (``pipeline.engines_factory``), run ``evaluators.evaluate.evaluate``, write the run directory
-(judgments, summary, per-repeat table, plots, report.md), append to the workspace
-history and print the tables from ``evaluators.evaluate_report``.
+Thin wiring: load prompts, build engines (``pipeline.engines_factory``), run ``evaluators.evaluate.evaluate``,
+write the run directory and the history rows with ``evaluators.report_winrate.write_run`` (as the
+``winrate_report`` flow does) and print the tables. The command calls the same two functions as the
+flow rather than starting the flow: a flow run needs a Prefect server, 15-20 s to start for one command.
 """
 from __future__ import annotations
 
@@ -102,13 +103,11 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from prefwork.evaluators.evaluate import evaluate, model_label
-    from prefwork.evaluators.evaluate_report import tables, write_outputs
-    from prefwork.evaluators.report import append_history
+    from prefwork.evaluators.report_winrate import tables, write_run
     from prefwork.flows.progress import table_console
     from prefwork.pipeline.prompts import load_prompts
     from prefwork.pipeline.run import RunDir
-    from prefwork.pipeline.schemas import JUDGMENTS
-    from prefwork.pipeline.store import file_hash, frame_hash, write_json, write_table
+    from prefwork.pipeline.store import file_hash
 
     console = table_console()
     cfg = from_args(EvalConfig, args)
@@ -126,22 +125,13 @@ def run(args: argparse.Namespace) -> int:
     Console(stderr=True).print(f"[bold]prefwork winrate[/] -> {run_dir.path}", highlight=False)
     result = evaluate(prompts, models, args.baseline, cfg=cfg, out_dir=run_dir.path, engine_for=engine_for,
                       baseline_name=baseline_name, judge_opts=judge_opts)
-    write_table(result.judgments, run_dir.path / "judgments.parquet", JUDGMENTS)
-    if result.judge_usage is not None:
-        write_json(run_dir.path / "usage.json", result.judge_usage)
-    if result.rejudgments is not None:
-        write_table(result.rejudgments, run_dir.path / "rejudgments.parquet", JUDGMENTS)
-    out = write_outputs(run_dir.path, result, stage=args.stage, config=config)
-    history = Path(args.workspace) / "history.parquet"
+    out = write_run(run_dir.path, result, stage=args.stage, config=config, workspace=args.workspace)
     for label, summary in result.summaries.items():
-        append_history(history, model=label, stage=args.stage, judge=result.judge,
-                       prompts_hash=frame_hash(result.prompts), k=cfg.repeats, n=result.prompts.height,
-                       summary=summary, run_dir=str(run_dir.path))
         run_dir.log_metric(stage="winrate", model=label, win_rate=summary.win_rate, std=summary.std,
                            n_errors=summary.n_errors)
     for table in tables(result):
         console.print(table)
     for note in result.notes:
         console.print(f"note: {note}", highlight=False)
-    console.print(f"report: {out['paths']['report']}\nhistory: {history}", highlight=False)
+    console.print(f"report: {out['paths']['report']}\nhistory: {out['paths']['history']}", highlight=False)
     return 0

@@ -1,7 +1,8 @@
-"""What a loop run shows and leaves behind: the results table, report.md, plots, history.
+"""What a loop run shows and leaves behind: the results table, report.md, plots, history rows, and
+(inside the ``iterative_dpo`` flow run) the results table as Prefect artifacts.
 
-Wiring only: the numbers come from ``evaluators.winrate`` (via the loop's rows), the table
-and markdown helpers from ``evaluators.report``, the charts from ``evaluators.plots``.
+Formatting only: the numbers come from ``evaluators.winrate`` (via the loop's rows, one per round),
+the table helpers from ``evaluators.report``, the charts from ``evaluators.report_plots``.
 """
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from pathlib import Path
 import polars as pl
 from rich.table import Table
 
-from prefwork.evaluators.plots import plot_training_curves, plot_winrates
-from prefwork.evaluators.report import append_history, pct, points, write_report_md
+from prefwork.evaluators.report import md_table, pct, points, publish, rich_table, write_report_md
+from prefwork.evaluators.report_history import append_history
+from prefwork.evaluators.report_plots import plot_training_curves, plot_winrates
 from prefwork.pipeline.schemas import CANDIDATES, SCORES
 from prefwork.pipeline.store import read_table
 
@@ -27,16 +29,20 @@ def table_cells(row: dict) -> list[str]:
 
 
 def results_table(rows: list[dict], title: str) -> Table:
-    table = Table(*COLUMNS, title=title)
-    for row in rows:
-        table.add_row(*table_cells(row))
-    return table
+    """The loop's results as the rich table the CLI prints (one row per round)."""
+    return rich_table(COLUMNS, [table_cells(r) for r in rows], title=title, left=len(COLUMNS))
 
 
 def results_markdown(rows: list[dict]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(table_cells(r)) + " |" for r in rows]
-    return "\n".join(lines)
+    """The same table as markdown (report.md, the README's loop table, the Prefect artifact)."""
+    return md_table(COLUMNS, [table_cells(r) for r in rows], left=len(COLUMNS)).rstrip("\n")
+
+
+def publish_results(rows: list[dict], name: str) -> list:
+    """The results table as artifacts of the running flow (the Prefect UI's Artifacts tab); nothing outside one."""
+    return publish(f"loop-{name}", markdown=f"# prefwork loop: {name}\n\n" + results_markdown(rows) + "\n",
+                   head=list(COLUMNS), rows=[table_cells(r) for r in rows],
+                   description="Win rate vs the SFT policy per round (held-out prompts, rule judge)")
 
 
 def _samples_md(row: dict, prompts: int = 3) -> str:
