@@ -1,17 +1,24 @@
 """Configs of the ``refresh_dataset`` and ``winrate_report`` flows.
 
+The refresh carries the stages' own configs (``SampleConfig``, ``PairConfig``, ``ChunkConfig``), as the
+loop does (``flows.loop_config``); the command line shows their fields as flat options.
+
 Light to import: the CLI builds its options from them without importing Prefect.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from prefwork.flows.loop_config import DATA
+from prefwork.flows.options import CarriesConfigs, carried
+from prefwork.pipeline.curriculum import ChunkConfig
 from prefwork.pipeline.engines_factory import ENGINE_HELP
+from prefwork.pipeline.pairs import PairConfig
+from prefwork.pipeline.sample import SampleConfig
 
 
 @dataclass
-class RefreshConfig:
+class RefreshConfig(CarriesConfigs):
     """Turn new prompts into the next version of a preference dataset."""
 
     workspace: str = field(default="runs", metadata={"help": "workspace: dataset store, content cache, policy"})
@@ -25,17 +32,19 @@ class RefreshConfig:
     corpus: str = field(default=str(DATA / "corpus" / "sft.jsonl"),
                         metadata={"help": "SFT corpus of the default policy"})
     engine: str = field(default="auto", metadata={"help": ENGINE_HELP})
-    n: int = field(default=8, metadata={"help": "candidates per prompt"})
-    temperature: float = field(default=1.0, metadata={"help": "sampling temperature"})
-    max_tokens: int = field(default=48, metadata={"help": "new tokens per candidate"})
+    sample: SampleConfig = carried(lambda: SampleConfig(shard_size=64), {
+        "n": None, "temperature": None, "max_tokens": None,
+        "shard_size": "prompts per sampling/judging shard (the fan-out unit)"})
     seed: int = field(default=0, metadata={"help": "base seed; each shard derives its own from its content"})
-    shard_size: int = field(default=64, metadata={"help": "prompts per sampling/judging shard (the fan-out unit)"})
-    min_margin: float = field(default=0.0, metadata={"help": "drop pairs whose score margin is at most this"})
-    pairs_per_prompt: int = field(default=1, metadata={"help": "pairs per prompt: the best answer against up to "
-                                                             "this many of the worst distinct answers"})
-    chunks: int = field(default=2, metadata={"help": "easy-to-hard chunks over the version's pairs"})
-    curriculum: str = field(default="logp_margin", metadata={"help": "difficulty: logp_margin, judge_margin, random"})
+    pair: PairConfig = carried(PairConfig, {"min_margin": None, "pairs_per_prompt": None})
+    chunk: ChunkConfig = carried(ChunkConfig, {"chunks": "easy-to-hard chunks over the version's pairs",
+                                               "curriculum": ("method", None)})
     mode: str = field(default="append", metadata={"help": "append new pairs to the parent's, or replace them"})
+
+    def __post_init__(self):
+        """The carried sampling and chunking configs follow the one seed."""
+        self.sample = replace(self.sample, seed=self.seed)
+        self.chunk = replace(self.chunk, seed=self.seed)
 
 
 @dataclass

@@ -20,16 +20,14 @@ from prefect.cache_policies import NO_CACHE
 
 from prefwork.evaluators.winrate import summarize
 from prefwork.flows import progress, stages
+from prefwork.flows.loop_config import LoopConfig
 from prefwork.flows.resume import cached, value_of
-from prefwork.pipeline.curriculum import ChunkConfig
 from prefwork.pipeline import engines_factory as engines
-from prefwork.pipeline.pairs import PairConfig
 from prefwork.pipeline.prompts import load_prompts
 from prefwork.pipeline.run import RunDir
 from prefwork.pipeline.sample import SampleConfig
 from prefwork.pipeline.schemas import SCORES
 from prefwork.pipeline.store import StageCache, read_table
-from prefwork.flows.loop_config import LoopConfig
 
 EVAL_SEED_MODEL, EVAL_SEED_BASELINE = 1_000, 2_000
 
@@ -67,21 +65,21 @@ def _logged(ctx: Context, round_: int, stage: str, fn, *args) -> tuple[str, bool
 
 @task(name="init-policy", cache_policy=NO_CACHE)
 def init_policy_task(ctx: Context) -> str:
-    if ctx.cfg.policy:
-        return ctx.cfg.policy
+    if ctx.cfg.policy:  # a folder, .gguf, alias or hub id: converted or downloaded once, then a folder
+        from prefwork.pipeline.models import resolve_model
+        return str(resolve_model(ctx.cfg.policy, ctx.cache_root))
     from prefwork.train.sft import init_policy_cached
-    return _result(*_logged(ctx, 0, "init_policy", init_policy_cached, ctx.cache_root, ctx.cfg.corpus))
+    return cached(*_logged(ctx, 0, "init_policy", init_policy_cached, ctx.cache_root, ctx.cfg.corpus))
 
 
 @task(name="sample", cache_policy=NO_CACHE)
-def sample_task(ctx: Context, round_: int, prompts_path: str, limit: int, model_dir: str, n: int,
-                temperature: float, seed: int, label: str) -> str:
+def sample_task(ctx: Context, round_: int, prompts_path: str, limit: int, model_dir: str, cfg: SampleConfig,
+                label: str) -> str:
     path, prompts = _prompts(prompts_path, limit)
-    cfg = SampleConfig(n=n, temperature=temperature, max_tokens=ctx.cfg.max_tokens, seed=seed)
     bar = lambda: progress.sampling_bar(f"round {round_}: sample {label} ({ctx.engine})", prompts.height)  # noqa: E731
     return cached(*_logged(ctx, round_, f"sample:{label}", stages.sample_stage, ctx.cache, path, prompts,
-                            Path(model_dir), cfg, ctx.engine,
-                            lambda d: engines.shared_engine(ctx.engine, d), label, bar))
+                           Path(model_dir), cfg, ctx.engine, lambda d: engines.shared_engine(ctx.engine, d), label,
+                           bar))
 
 
 @task(name="judge", cache_policy=NO_CACHE)
@@ -92,23 +90,22 @@ def judge_task(ctx: Context, round_: int, candidates: str) -> str:
 @task(name="pairs", cache_policy=NO_CACHE)
 def pairs_task(ctx: Context, round_: int, candidates: str, scores: str) -> str:
     return cached(*_logged(ctx, round_, "pairs", stages.pairs_stage, ctx.cache, Path(candidates), Path(scores),
-                            PairConfig(min_margin=ctx.cfg.min_margin, pairs_per_prompt=ctx.cfg.pairs_per_prompt)))
+                           ctx.cfg.pair))
 
 
 @task(name="chunks", cache_policy=NO_CACHE)
 def chunks_task(ctx: Context, round_: int, pairs: str, model_dir: str) -> str:
-    cfg = ChunkConfig(chunks=ctx.cfg.chunks, method=ctx.cfg.curriculum, seed=ctx.cfg.seed)
     return cached(*_logged(ctx, round_, "chunks", stages.chunks_stage, ctx.cache, Path(pairs), Path(model_dir),
-                            cfg, 192))
+                           ctx.cfg.chunk, ctx.cfg.train.max_length))
 
 
 @task(name="train", cache_policy=NO_CACHE)
 def train_task(ctx: Context, round_: int, chunks: str, model_dir: str) -> str:
     engines.release_engine()  # training needs the memory a held sampling engine has
-    with progress.stage(f"round {round_}: {ctx.cfg.schedule} training ({ctx.cfg.loss}, {ctx.cfg.chunks} chunks)"):
-        return cached(*_logged(ctx, round_, "train", stages.train_stage, ctx.cache, Path(chunks),
-                                Path(model_dir), ctx.cfg.dpo_config(round_), ctx.cfg.schedule,
-                                ctx.cfg.launcher_config()))
+    cfg = ctx.cfg
+    with progress.stage(f"round {round_}: {cfg.schedule} training ({cfg.train.loss}, {cfg.chunk.chunks} chunks)"):
+        return cached(*_logged(ctx, round_, "train", stages.train_stage, ctx.cache, Path(chunks), Path(model_dir),
+                               cfg.dpo_config(round_), cfg.schedule, cfg.launcher_config()))
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
@@ -133,14 +130,14 @@ def _pair_stats(pairs_path: str) -> dict:
 def round_flow(ctx: Context, round_: int, policy: str, baseline_eval: str) -> dict:
     """One on-policy round: sample -> judge -> pairs -> chunks -> sDPO -> evaluate vs SFT."""
     cfg = ctx.cfg
-    cands = value_of(sample_task(ctx, round_, cfg.train_prompts, cfg.train_prompts_limit, policy, cfg.n,
-                               cfg.temperature, cfg.seed * 7919 + round_, f"round{round_}-train"))
+    cands = value_of(sample_task(ctx, round_, cfg.train_prompts, cfg.train_prompts_limit, policy,
+                                 cfg.train_sampling(round_), f"round{round_}-train"))
     scores = value_of(judge_task(ctx, round_, cands))
     pairs = value_of(pairs_task(ctx, round_, cands, scores))
     chunks = value_of(chunks_task(ctx, round_, pairs, policy))
     new_policy = value_of(train_task(ctx, round_, chunks, policy))
     model_eval = value_of(sample_task(ctx, round_, cfg.eval_prompts, cfg.eval_prompts_limit, new_policy,
-                                    cfg.eval_repeats, cfg.eval_temperature, EVAL_SEED_MODEL, f"round{round_}"))
+                                      cfg.eval_sampling(EVAL_SEED_MODEL), f"round{round_}"))
     summary = value_of(evaluate_task(ctx, round_, model_eval, baseline_eval))
     stats = _pair_stats(pairs)
     train_pass = float(read_table(scores, SCORES)["score"].mean())
@@ -153,7 +150,7 @@ def round_flow(ctx: Context, round_: int, policy: str, baseline_eval: str) -> di
 @flow(name="iterative_dpo", log_prints=False)
 def iterative_dpo(config: dict, run_dir: str) -> list[dict]:
     """R rounds of on-policy DPO; returns one result row per round (round 0 = the SFT policy)."""
-    cfg = LoopConfig(**config)
+    cfg = LoopConfig.from_dict(config)
     workspace = Path(cfg.workspace)
     ctx = Context(cfg=cfg, run_dir=run_dir, cache_root=str(workspace / ".cache"),
                   engine=engines.resolve_engine(cfg.engine))
@@ -172,11 +169,10 @@ def iterative_dpo(config: dict, run_dir: str) -> list[dict]:
 def _rounds(ctx: Context) -> list[dict]:
     cfg = ctx.cfg
     policy = value_of(init_policy_task(ctx))
-    k, lim = cfg.eval_repeats, cfg.eval_prompts_limit
-    baseline_eval = value_of(sample_task(ctx, 0, cfg.eval_prompts, lim, policy, k, cfg.eval_temperature,
-                                       EVAL_SEED_BASELINE, "sft-baseline"))
-    sft_eval = value_of(sample_task(ctx, 0, cfg.eval_prompts, lim, policy, k, cfg.eval_temperature, EVAL_SEED_MODEL,
-                                  "sft"))
+    lim = cfg.eval_prompts_limit
+    baseline_eval = value_of(sample_task(ctx, 0, cfg.eval_prompts, lim, policy, cfg.eval_sampling(EVAL_SEED_BASELINE),
+                                         "sft-baseline"))
+    sft_eval = value_of(sample_task(ctx, 0, cfg.eval_prompts, lim, policy, cfg.eval_sampling(EVAL_SEED_MODEL), "sft"))
     rows = [{"round": 0, "stage": "SFT", "policy": policy, "pairs": None,
              "artifacts": {"eval_candidates": sft_eval}, **value_of(evaluate_task(ctx, 0, sft_eval, baseline_eval))}]
     for r in range(1, cfg.rounds + 1):

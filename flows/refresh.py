@@ -11,7 +11,7 @@ so a re-run of a failed run ends finished tasks ``Cached`` and produces no sampl
 """
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import replace
 from pathlib import Path
 
 import polars as pl
@@ -22,6 +22,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefwork.flows import stages
 from prefwork.flows.flow_configs import RefreshConfig
 from prefwork.flows.loop_config import MAX_LENGTH
+from prefwork.flows.options import option_values
 from prefwork.flows.resume import cached, value_of
 from prefwork.pipeline import engines_factory as engines
 from prefwork.pipeline.curriculum import ChunkConfig
@@ -39,7 +40,7 @@ def _cache(workspace: str) -> StageCache:
 @task(name="load-prompts", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
 def load_prompts_task(cfg: dict) -> dict:
     """Read the prompt source, keep prompts no version holds, write them as content-addressed shards."""
-    c = RefreshConfig(**cfg)
+    c = RefreshConfig.from_dict(cfg)
     prompts = load_prompt_source(c.prompts, split=c.hf_split, prompt_field=c.hf_prompt_field)
     store = DatasetStore(c.workspace, c.dataset)
     held = store.held_prompt_ids()
@@ -47,8 +48,8 @@ def load_prompts_task(cfg: dict) -> dict:
     if c.prompts_limit:
         new = new.head(c.prompts_limit)
     shards = []
-    for start in range(0, new.height, max(c.shard_size, 1)):
-        shard = new.slice(start, c.shard_size)
+    for start in range(0, new.height, c.sample.shard_size):
+        shard = new.slice(start, c.sample.shard_size)
         path = Path(c.workspace) / ".cache" / "refresh-prompts" / f"{frame_hash(shard)[:24]}.parquet"
         if not path.exists():
             write_table(shard, path, PROMPTS)
@@ -61,7 +62,7 @@ def load_prompts_task(cfg: dict) -> dict:
 @task(name="policy", cache_policy=NO_CACHE)
 def policy_task(cfg: dict) -> str:
     """The current policy: the given directory, or the workspace's default tiny SFT policy."""
-    c = RefreshConfig(**cfg)
+    c = RefreshConfig.from_dict(cfg)
     if c.policy:
         return str(Path(c.policy).resolve())
     from prefwork.train.sft import init_policy
@@ -69,10 +70,10 @@ def policy_task(cfg: dict) -> str:
 
 
 @task(name="sample", cache_policy=NO_CACHE)
-def sample_task(workspace: str, shard: str, policy: str, sample_cfg: dict, engine: str) -> str:
+def sample_task(workspace: str, shard: str, policy: str, sample_cfg: SampleConfig, engine: str) -> str:
     """N candidates per prompt of one shard (the shard's seed derives from its content)."""
     prompts = load_prompts(shard)
-    cfg = SampleConfig(**{**sample_cfg, "seed": derive_seed(sample_cfg["seed"], frame_hash(prompts))})
+    cfg = replace(sample_cfg, seed=derive_seed(sample_cfg.seed, frame_hash(prompts)))
     path, hit = stages.sample_stage(_cache(workspace), Path(shard), prompts, Path(policy), cfg, engine,
                                     lambda model_dir: engines.shared_engine(engine, model_dir),
                                     f"policy-{hash_of(policy)[:12]}")
@@ -87,10 +88,9 @@ def judge_task(workspace: str, candidates: str) -> str:
 
 
 @task(name="pairs", cache_policy=NO_CACHE)
-def pairs_task(workspace: str, candidates: str, scores: str, min_margin: float, pairs_per_prompt: int = 1) -> str:
+def pairs_task(workspace: str, candidates: str, scores: str, pair_cfg: PairConfig) -> str:
     """Best-vs-worst pairs of one shard (best vs the K worst with ``pairs_per_prompt`` K)."""
-    path, hit = stages.pairs_stage(_cache(workspace), Path(candidates), Path(scores),
-                                   PairConfig(min_margin=min_margin, pairs_per_prompt=pairs_per_prompt))
+    path, hit = stages.pairs_stage(_cache(workspace), Path(candidates), Path(scores), pair_cfg)
     return cached(str(path), hit)
 
 
@@ -110,25 +110,24 @@ def assemble_task(workspace: str, dataset: str, pairs: list[str], mode: str, par
 
 
 @task(name="chunks", cache_policy=NO_CACHE)
-def chunks_task(workspace: str, pairs: str, policy: str, chunk_cfg: dict) -> str:
+def chunks_task(workspace: str, pairs: str, policy: str, chunk_cfg: ChunkConfig) -> str:
     """Easy-to-hard chunks over the version's pairs, by the current policy."""
     if read_table(pairs).height == 0:
         return pairs
-    path, hit = stages.chunks_stage(_cache(workspace), Path(pairs), Path(policy), ChunkConfig(**chunk_cfg),
-                                    MAX_LENGTH)
+    path, hit = stages.chunks_stage(_cache(workspace), Path(pairs), Path(policy), chunk_cfg, MAX_LENGTH)
     return cached(str(path), hit)
 
 
 @task(name="publish", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
 def publish_task(cfg: dict, chunks: str, shards: list[str], policy: str, parent: str | None) -> dict:
     """Publish the version (idempotent: the same content on the same parent is not published twice)."""
-    c = RefreshConfig(**cfg)
+    c = RefreshConfig.from_dict(cfg)
     table = read_table(chunks)
     if "chunk" in table.columns:
         table = read_table(chunks, CHUNKS)
     ids = pl.concat([pl.read_parquet(s, columns=["prompt_id"]) for s in shards])["prompt_id"].to_list()
     version = DatasetStore(c.workspace, c.dataset).publish(
-        table, ids, mode=c.mode, config=cfg, judge="rules", source=c.prompts,
+        table, ids, mode=c.mode, config=option_values(c), judge="rules", source=c.prompts,
         policy={"path": policy, "sha256": hash_of(policy)}, parent=parent.split(":")[0] if parent else None)
     return {"version": version.name, "path": str(version.path), **version.manifest["rows"]}
 
@@ -136,22 +135,19 @@ def publish_task(cfg: dict, chunks: str, shards: list[str], policy: str, parent:
 @flow(name="refresh_dataset", task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=False)
 def refresh_dataset(config: dict | None = None) -> dict:
     """New prompts -> sample -> judge -> pairs -> chunks -> a new dataset version (see the module doc)."""
-    cfg = RefreshConfig(**(config or {}))
+    cfg = RefreshConfig.from_dict(config or {})
     ws = str(Path(cfg.workspace).resolve())
     cfg.workspace = ws
-    plain = asdict(cfg)
+    plain = cfg.to_dict()
     info = load_prompts_task(plain)
     if not info["shards"]:
         return {"published": None, **info, "reason": "no new prompts"}
     engine = engines.resolve_engine(cfg.engine)
     policy = policy_task(plain)
-    sample_cfg = asdict(SampleConfig(n=cfg.n, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
-                                     seed=cfg.seed, shard_size=max(cfg.shard_size, 1)))
-    cands = sample_task.map(unmapped(ws), info["shards"], unmapped(policy), unmapped(sample_cfg), unmapped(engine))
+    cands = sample_task.map(unmapped(ws), info["shards"], unmapped(policy), unmapped(cfg.sample), unmapped(engine))
     scores = judge_task.map(unmapped(ws), cands)
-    pairs = pairs_task.map(unmapped(ws), cands, scores, unmapped(cfg.min_margin), unmapped(cfg.pairs_per_prompt))
+    pairs = pairs_task.map(unmapped(ws), cands, scores, unmapped(cfg.pair))
     version_pairs = value_of(assemble_task(ws, cfg.dataset, pairs, cfg.mode, info["parent"]))
-    chunk_cfg = asdict(ChunkConfig(chunks=cfg.chunks, method=cfg.curriculum, seed=cfg.seed))
-    chunks = value_of(chunks_task(ws, version_pairs, policy, chunk_cfg))
+    chunks = value_of(chunks_task(ws, version_pairs, policy, cfg.chunk))
     published = publish_task(plain, chunks, info["shards"], policy, info["parent"])
     return {"published": published["version"], **info, **published}

@@ -18,6 +18,7 @@ from prefwork.pipeline.pairs import PairConfig, build_pairs
 from prefwork.pipeline.sample import SampleConfig, sample
 from prefwork.pipeline.schemas import CANDIDATES, CHUNKS, PAIRS, SCORES
 from prefwork.pipeline.store import StageCache, content_key, hash_of, read_table, write_json, write_table
+from prefwork.train.configs import DPOConfig, LauncherConfig
 
 
 def sample_stage(cache: StageCache, prompts_path: Path, prompts: pl.DataFrame, model_dir: Path, cfg: SampleConfig,
@@ -77,22 +78,24 @@ def chunks_stage(cache: StageCache, pairs_path: Path, model_dir: Path, cfg: Chun
     return entry / "chunks.parquet", cached
 
 
-def train_stage(cache: StageCache, chunks_path: Path, model_dir: Path, dpo_cfg, schedule: str,
-                launcher: dict | None = None) -> tuple[Path, bool]:
+def train_stage(cache: StageCache, chunks_path: Path, model_dir: Path, dpo_cfg: DPOConfig, schedule: str,
+                launcher: LauncherConfig | None = None) -> tuple[Path, bool]:
     """sDPO (or one-shot DPO) over the chunks through the training launcher (``train.launch``).
 
-    ``launcher`` picks where it runs (in-process, ``accelerate launch``, or a command
-    template for a GPU host); it is not part of the cache key, since it does not change
+    ``dpo_cfg`` travels typed into the ``TrainSpec`` the launcher takes (serialised once, for a
+    launched process). ``launcher`` picks where it runs (in-process, ``accelerate launch``, or a
+    command template for a GPU host); it is not part of the cache key, since it does not change
     what is computed. Checkpoints in the stable work dir make a killed run resumable.
     """
     from prefwork.train.launch import launch_training
+    from prefwork.train.launch_config import TrainSpec
 
     key = content_key("train", {"chunks": hash_of(chunks_path), "model": hash_of(model_dir)},
                       {**asdict(dpo_cfg), "schedule": schedule})
 
     def produce(work: Path) -> None:
-        spec = {"kind": "dpo", "model": str(model_dir), "data": str(chunks_path), "schedule": schedule,
-                "name": "loop-train", **asdict(dpo_cfg), "launcher": launcher or {"mode": "local"}}
+        spec = TrainSpec(kind="dpo", model=str(model_dir), data=str(chunks_path), schedule=schedule, name="loop-train",
+                         dpo=dpo_cfg, launcher=launcher or LauncherConfig())
         result = launch_training(spec, run_dir=work / "run", echo=None)
         shutil.copytree(result.final_model, work / "model", ignore=shutil.ignore_patterns("checkpoint-*"))
         for ckpt in (work / "run").rglob("checkpoint-*"):  # the finished run needs no resume points

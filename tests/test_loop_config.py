@@ -7,21 +7,71 @@ from prefwork.flows.loop_config import LoopConfig
 
 
 def test_lr_decay_lowers_each_later_rounds_learning_rate():
-    cfg = LoopConfig(learning_rate=2e-4, lr_decay=0.5)
+    cfg = LoopConfig.from_dict({"learning_rate": 2e-4, "lr_decay": 0.5})
     assert [cfg.dpo_config(r).learning_rate for r in (1, 2, 3)] == pytest.approx([2e-4, 1e-4, 5e-5])
-    assert LoopConfig(learning_rate=2e-4, lr_decay=1.0).dpo_config(3).learning_rate == pytest.approx(2e-4)
+    assert LoopConfig.from_dict({"learning_rate": 2e-4, "lr_decay": 1.0}).dpo_config(3).learning_rate == \
+        pytest.approx(2e-4)
 
 
 def test_round_training_config_carries_the_loop_settings():
-    d = LoopConfig(loss="ipo", beta=0.3, epochs=1.0, batch_size=8, seed=5).dpo_config(2)
+    d = LoopConfig.from_dict({"loss": "ipo", "beta": 0.3, "epochs": 1.0, "batch_size": 8, "seed": 5}).dpo_config(2)
     assert (d.loss, d.beta, d.epochs, d.batch_size, d.seed) == ("ipo", 0.3, 1.0, 8, 5)
 
 
 @pytest.mark.parametrize("field, value, words", [("pairs_per_prompt", 0, "at least 1"), ("rounds", 0, "at least 1"),
                                                  ("lr_decay", 0.0, "positive"), ("beta", -0.1, "positive")])
 def test_settings_that_cannot_run_are_refused_up_front(field, value, words):
-    with pytest.raises(ValueError, match=f"--{field.replace('_', '-')} must be {words}"):
-        LoopConfig(**{field: value})
+    with pytest.raises(ValueError, match=f"--{field.replace('_', '-')}\\)? must be {words}"):
+        LoopConfig.from_dict({field: value})
+
+
+def test_the_loop_carries_typed_configs_and_the_cli_keeps_its_flat_options():
+    """--beta lands in the carried DPOConfig (no copy of its fields); a run saved before the configs
+    were carried (flat keys) and one saved after (nested) read back to the same config."""
+    import argparse
+    from dataclasses import asdict
+
+    from prefwork.flows.options import add_dataclass, from_args
+    from prefwork.train.configs import DPOConfig
+
+    parser = argparse.ArgumentParser()
+    add_dataclass(parser, LoopConfig)
+    cfg = from_args(LoopConfig, parser.parse_args(["--beta", "0.5", "--curriculum", "random", "--launcher", "local"]))
+    assert isinstance(cfg.train, DPOConfig) and cfg.train.beta == 0.5 and cfg.chunk.method == "random"
+    assert cfg.train.max_length == cfg.dpo_config(2).max_length == 192 and cfg.train.seed == cfg.chunk.seed == 0
+    assert LoopConfig.from_dict(cfg.to_dict()) == cfg
+    flat = {k: v for k, v in asdict(LoopConfig()).items() if k not in ("sample", "chunk", "pair", "train", "launch")}
+    flat.update(n=16, beta=0.5, curriculum="random", launcher="local", pairs_per_prompt=3, min_margin=0.3)
+    assert LoopConfig.from_dict(flat) == cfg
+    with pytest.raises(TypeError):
+        LoopConfig.from_dict({"train": {"betta": 0.1}})
+
+
+def test_beta_travels_typed_to_the_training_launch(tmp_path, monkeypatch):
+    """The loop's DPOConfig reaches launch_training inside a TrainSpec, unconverted; the spec is
+    serialised once (config.json for a launched process) and reads back to the same DPOConfig."""
+    from prefwork.flows import stages
+    from prefwork.pipeline.store import StageCache
+    from prefwork.train import launch
+    from prefwork.train.launch_config import TrainSpec
+
+    seen = []
+
+    def fake_launch(spec, **_):
+        seen.append(spec)
+        raise RuntimeError("stop before training")
+
+    monkeypatch.setattr(launch, "launch_training", fake_launch)
+    (tmp_path / "chunks.parquet").write_text("x")
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")
+    cfg = LoopConfig.from_dict({"beta": 0.7})
+    with pytest.raises(RuntimeError, match="stop before training"):
+        stages.train_stage(StageCache(tmp_path / "cache"), tmp_path / "chunks.parquet", tmp_path / "model",
+                           cfg.dpo_config(1), cfg.schedule, cfg.launcher_config())
+    (spec,) = seen
+    assert isinstance(spec, TrainSpec) and spec.dpo == cfg.train and spec.dpo.beta == 0.7
+    assert TrainSpec.from_dict(spec.to_dict()).dpo == spec.dpo
 
 
 def test_results_title_counts_the_stages_this_invocation_took_from_the_cache(tmp_path):

@@ -64,3 +64,20 @@ class SFTConfig:
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     seed: int = field(default=0, metadata={"help": "seed of data order and dropout"})
     threads: int = field(default=2, metadata={"help": "torch CPU threads"})
+
+
+@dataclass
+class LauncherConfig:
+    """How the training run is started: in this process, ``accelerate launch``, or a command template."""
+
+    mode: str = field(default="local", metadata={"help": "local (in-process), accelerate, or command (template)"})
+    num_processes: int | None = field(default=None, metadata={
+        "help": "accelerate --num_processes (None: the accelerate config file's)"})
+    cpu: bool = field(default=False, metadata={"help": "train on CPU processes (gloo) instead of GPUs"})
+    accelerate_config: str | None = field(default=None, metadata={"help": "accelerate --config_file (e.g. FSDP)"})
+    mixed_precision: str | None = field(default=None, metadata={"help": "accelerate --mixed_precision (no, bf16, fp16)"})
+    extra_args: list[str] = field(default_factory=list, metadata={"help": "more `accelerate launch` arguments"})
+    command: str | None = field(default=None, metadata={
+        "help": "mode=command: shell template with {accelerate} {entry} {config} {run_dir} {python} {log} "
+                "{num_processes}, e.g. 'sbatch --wait --gpus=8 --wrap \"{accelerate}\"'"})
+    env: dict[str, str] = field(default_factory=dict, metadata={"help": "extra environment of the launched command"})

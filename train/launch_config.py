@@ -23,7 +23,7 @@ import yaml
 from prefwork.pipeline.curriculum import METHODS
 from prefwork.pipeline.engines_factory import ENGINES, EngineOptions
 from prefwork.pipeline.sample import SampleConfig
-from prefwork.train.configs import DPOConfig, SFTConfig
+from prefwork.train.configs import DPOConfig, LauncherConfig, SFTConfig
 from prefwork.train.losses import LOSSES
 from prefwork.train.sdpo import SCHEDULES
 
@@ -38,23 +38,6 @@ FOREIGN_SECTIONS = ("sample", "judge", "loop", "eval", "policy")
 
 class ConfigError(ValueError):
     """A bad training config: the message names the file and the field."""
-
-
-@dataclass
-class LauncherConfig:
-    """How the training run is started: in this process, ``accelerate launch``, or a command template."""
-
-    mode: str = field(default="local", metadata={"help": "local (in-process), accelerate, or command (template)"})
-    num_processes: int | None = field(default=None, metadata={
-        "help": "accelerate --num_processes (None: the accelerate config file's)"})
-    cpu: bool = field(default=False, metadata={"help": "train on CPU processes (gloo) instead of GPUs"})
-    accelerate_config: str | None = field(default=None, metadata={"help": "accelerate --config_file (e.g. FSDP)"})
-    mixed_precision: str | None = field(default=None, metadata={"help": "accelerate --mixed_precision (no, bf16, fp16)"})
-    extra_args: list[str] = field(default_factory=list, metadata={"help": "more `accelerate launch` arguments"})
-    command: str | None = field(default=None, metadata={
-        "help": "mode=command: shell template with {accelerate} {entry} {config} {run_dir} {python} {log} "
-                "{num_processes}, e.g. 'sbatch --wait --gpus=8 --wrap \"{accelerate}\"'"})
-    env: dict[str, str] = field(default_factory=dict, metadata={"help": "extra environment of the launched command"})
 
 
 @dataclass
@@ -80,11 +63,17 @@ class TrainSpec:
         return self.dpo if self.kind == "dpo" else self.sft
 
     def to_dict(self) -> dict[str, Any]:
-        """The flat, JSON-able form the entry point reads back (``spec_from_dict``)."""
+        """The flat, JSON-able form (``config.json``) a launched process reads back with ``from_dict``:
+        the one serialisation of a typed spec on its way to the trainer."""
         d = {k: getattr(self, k) for k in _RUN_KEYS}
         d.update(dataclasses.asdict(self.trainer_config()))
         d["launcher"] = dataclasses.asdict(self.launcher)
         return d
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], source: str = "<config>") -> "TrainSpec":
+        """The typed spec back from ``to_dict``'s form (or a user's config mapping), validated."""
+        return spec_from_dict(raw, source)
 
 
 _RUN_KEYS = ("kind", "model", "data", "out", "name", "run_dir", "reference", "schedule", "chunks", "curriculum")
@@ -209,6 +198,11 @@ def check_names(spec: TrainSpec) -> None:
 def load_spec(config: str | Path | dict | TrainSpec | None, overrides: dict[str, Any] | None = None,
               kind: str | None = None) -> TrainSpec:
     """A TrainSpec from a file path, a mapping or a TrainSpec (re-validated with ``overrides``)."""
+    if isinstance(config, TrainSpec) and not overrides:  # typed already: checked, not converted
+        if kind is not None and config.kind != kind:
+            raise ConfigError(f"{config.source}: field 'kind': the spec says {config.kind!r} but this is `train {kind}`")
+        check_names(config)
+        return config
     if isinstance(config, TrainSpec):
         return spec_from_dict(config.to_dict(), config.source, overrides, kind)
     if config is None:

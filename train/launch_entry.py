@@ -14,7 +14,7 @@ import os
 import time
 from pathlib import Path
 
-from prefwork.train.launch_config import RESULT_FILE, TrainSpec, spec_from_dict
+from prefwork.train.launch_config import RESULT_FILE, TrainSpec
 
 
 def _state():
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     raw = json.loads(Path(args.config).read_text())
-    run_spec(spec_from_dict(raw, args.config))
+    run_spec(TrainSpec.from_dict(raw, args.config))
     return 0
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 from prefwork.flows.loop_config import LoopConfig
@@ -45,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         if not cfg_file.exists():
             raise FileNotFoundError(f"{cfg_file}: not a loop run directory (no config.json)")
         # a run saved before a setting existed resumes with the value that reproduces it
-        cfg = LoopConfig(**{**SAVED_BEFORE, **json.loads(cfg_file.read_text())})
+        cfg = LoopConfig.from_dict({**SAVED_BEFORE, **json.loads(cfg_file.read_text())})
     else:
         cfg = from_args(LoopConfig, args)
         for path in (cfg.train_prompts, cfg.eval_prompts):  # bad input fails before anything is written
@@ -55,9 +54,9 @@ def run(args: argparse.Namespace) -> int:
     progress.console.print(f"[bold]prefwork loop[/] -> {run_dir.path}")
     t0 = time.time()
     with progress.bars():
-        rows = iterative_dpo(config=asdict(cfg), run_dir=str(run_dir.path))
+        rows = iterative_dpo(config=cfg.to_dict(), run_dir=str(run_dir.path))
     elapsed = time.time() - t0
-    report = write_outputs(run_dir.path, rows, asdict(cfg), Path(cfg.workspace), elapsed)
+    report = write_outputs(run_dir.path, rows, cfg.to_dict(), Path(cfg.workspace), elapsed)
     progress.console.print(results_table(rows, f"prefwork loop ({elapsed:.0f} s{_reused(run_dir.path, t0)})"))
     progress.console.print(f"report: {report}")
     return 0
