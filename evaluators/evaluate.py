@@ -36,7 +36,8 @@ from typing import Any, Callable
 import polars as pl
 
 from prefwork.evaluators.judges import Judge, make_judge
-from prefwork.evaluators.winrate import PairedDifference, WinRateSummary, decompose_variance, paired_difference, summarize
+from prefwork.evaluators.winrate import WinRateSummary, summarize
+from prefwork.evaluators.winrate_compare import PairedDifference, decompose_variance, paired_difference
 from prefwork.pipeline.sample import SampleConfig, derive_seed, sample
 from prefwork.pipeline.schemas import CANDIDATES, JUDGMENTS, PROMPTS, SchemaError, validate
 from prefwork.pipeline.store import read_table

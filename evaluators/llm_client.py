@@ -9,15 +9,11 @@
 - retries with exponential backoff and jitter on 429, 5xx, timeouts and dropped connections; a
   ``retry-after`` / ``retry-after-ms`` header from the server is honoured (capped at ``max_backoff``);
   other errors (400: prompt too long, 401, 404) fail at once;
-- usage and cost per judge (``Usage``), and an optional cost budget (``max_cost``) that is never
-  exceeded, however many requests are in flight: before sending, a request reserves an upper bound
-  of its cost (``worst_case_cost``: every byte of its messages a prompt token, plus a chat-template
-  allowance, and ``max_tokens`` completion tokens); after the answer, the reservation is settled with
-  the real usage the server reports. A request whose bound does not fit beside spent + reserved
-  waits while others are in flight (their settling frees the unused part of their bound) and is
-  refused (``BudgetExceeded``) once nothing is in flight and it still does not fit. The chars/4
-  estimate that ``tokens_per_min`` uses is too low for a budget: with concurrency it let every slot
-  overshoot (issue 19, item 10).
+- usage and cost per judge (``Usage``), and a cost budget (``max_cost``) never exceeded however many
+  requests are in flight: a request reserves an upper bound of its cost (``worst_case_cost``) before
+  it is sent and settles with the real usage after; one that does not fit waits while others are in
+  flight, and is refused (``BudgetExceeded``) when none is. (The chars/4 estimate ``tokens_per_min``
+  uses is too low for a budget: it let every concurrent slot overshoot, issue 19 item 10.)
 
 The API key is read from an environment variable named in the options (never stored in a config),
 and every error message this module hands out has the key's text replaced by ``***``.
@@ -288,6 +284,6 @@ class JudgeClient:
         if self.options.max_cost <= 0:
             return
         async with self._budget:
-            self._reserved = max(0.0, self._reserved - bound) if self._holding > 1 else 0.0
             self._holding -= 1
+            self._reserved = max(0.0, self._reserved - bound) if self._holding else 0.0  # no float drift
             self._budget.notify_all()

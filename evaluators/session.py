@@ -19,7 +19,7 @@ import polars as pl
 
 from prefwork.evaluators.combined import Component, combine, scores_frame
 from prefwork.evaluators.judge_cache import JudgeCache
-from prefwork.evaluators.judges import JUDGES, get_spec
+from prefwork.evaluators.registry import JUDGES, get_spec
 from prefwork.evaluators.llm_client import ClientOptions, JudgeClient
 from prefwork.evaluators.llm_judge import JUDGES_DIR, NOT_JUDGED_BUDGET, JudgeSpec
 from prefwork.evaluators.pairwise import LLMPairwiseJudge, judgments_from_scores, pair_up, to_judgments

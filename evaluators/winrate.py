@@ -4,6 +4,9 @@ A judgments table holds one row per (prompt, repeat): ``preference`` is 1 when t
 wins, 0 when the baseline wins, 0.5 for a tie, and null with ``error`` set when the judge
 failed. All rates here are fractions in [0, 1]; reports turn them into percentages.
 
+Comparing two models (``paired_difference``) and splitting the spread into judge and generation
+noise (``decompose_variance``) live in ``evaluators.winrate_compare``.
+
 Definitions used throughout (so numbers can be checked by hand):
 
 - per-repeat win rate: mean ``preference`` over that repeat's successful judgments (ties
@@ -35,7 +38,7 @@ from prefwork.pipeline.schemas import JUDGMENTS, SchemaError, validate
 P = pl.col("preference")
 
 
-def _check(judgments: pl.DataFrame, extra: tuple[str, ...] = ()) -> pl.DataFrame:
+def check_judgments(judgments: pl.DataFrame, extra: tuple[str, ...] = ()) -> pl.DataFrame:
     """Validate against JUDGMENTS plus win-rate rules: preference in [0, 1], failures explained."""
     df = validate(judgments, JUDGMENTS)
     for col in extra:
@@ -62,7 +65,7 @@ def _only(df: pl.DataFrame, col: str) -> str:
     return values[0]
 
 
-def _std(x: np.ndarray) -> float | None:
+def sample_std(x: np.ndarray) -> float | None:
     """Sample std (ddof=1); None when fewer than two values (no spread to measure)."""
     return float(np.std(x, ddof=1)) if len(x) >= 2 else None
 
@@ -75,7 +78,7 @@ def per_repeat_table(df: pl.DataFrame) -> pl.DataFrame:
     ).with_columns(pl.col("wins", "losses", "ties", "errors", "n").cast(pl.Int64)).sort("repeat"))
 
 
-def _cells(df: pl.DataFrame, value: pl.Expr = P) -> tuple[np.ndarray, np.ndarray]:
+def prompt_cells(df: pl.DataFrame, value: pl.Expr = P) -> tuple[np.ndarray, np.ndarray]:
     """(prompts x repeats) matrices of preference sums and successful-judgment counts."""
     cells = df.group_by("prompt_id", "repeat").agg(s=value.sum(), c=value.count()).with_columns(
         pi=pl.col("prompt_id").rank("dense").cast(pl.Int64) - 1,
@@ -112,7 +115,7 @@ def bootstrap_prompts(sums: np.ndarray, counts: np.ndarray, *, n_boot: int, seed
     return np.concatenate(draws) if draws else np.empty(0)
 
 
-def _interval(draws: np.ndarray) -> tuple[float | None, float | None]:
+def percentile_interval(draws: np.ndarray) -> tuple[float | None, float | None]:
     draws = draws[~np.isnan(draws)]
     if len(draws) == 0:
         return None, None
@@ -223,116 +226,19 @@ def _nan_to_none(x: float) -> float | None:
 
 def summarize(judgments: pl.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> WinRateSummary:
     """Summarize one model's judgments against one baseline; see the module docstring."""
-    df = _check(judgments)
+    df = check_judgments(judgments)
     per_repeat = per_repeat_table(df)
     rates = per_repeat["win_rate"].drop_nulls().to_numpy()
     prefs = df["preference"].drop_nulls().to_numpy()
-    sums, counts = _cells(df)
-    ci = _interval(bootstrap_prompts(sums, counts, n_boot=n_boot, seed=seed)) if n_boot > 0 else (None, None)
+    sums, counts = prompt_cells(df)
+    ci = percentile_interval(bootstrap_prompts(sums, counts, n_boot=n_boot, seed=seed)) if n_boot > 0 else (None, None)
     bound = {v: _if_errors_were(df, v) for v in (0.0, 1.0)}
     return WinRateSummary(
         per_repeat=per_repeat, model=_only(df, "model"), baseline=_only(df, "baseline"),
         judge=",".join(df["judge"].unique().sort().to_list()),
-        win_rate=_nan_to_none(float(np.mean(rates))) if len(rates) else None, std=_std(rates),
+        win_rate=_nan_to_none(float(np.mean(rates))) if len(rates) else None, std=sample_std(rates),
         min=float(rates.min()) if len(rates) else None, max=float(rates.max()) if len(rates) else None,
-        se=_std(prefs) / math.sqrt(len(prefs)) if len(prefs) >= 2 else None,
+        se=sample_std(prefs) / math.sqrt(len(prefs)) if len(prefs) >= 2 else None,
         ci_low=ci[0], ci_high=ci[1], n_repeats=per_repeat.height, n_prompts=sums.shape[0],
         n=len(prefs), n_errors=df.height - len(prefs),
         win_rate_if_errors_lose=bound[0.0], win_rate_if_errors_win=bound[1.0], **_length_stats(df))
-
-
-def decompose_variance(judgments: pl.DataFrame) -> dict:
-    """Split the spread of repeat win rates into judge noise and generation noise.
-
-    Needs a ``judge_repeat`` column: generation repeat ``repeat`` = g was judged several
-    times (j). With W[g, j] the win rate of cell (g, j), a one-way random-effects model
-    W = mu + a_g + e_gj gives, by the law of total variance,
-    Var(one fresh evaluation) = Var(a) + Var(e):
-
-    - judge variance  = pooled within-g variance of W (ddof=1 within each g);
-    - generation var. = variance of the g-means (ddof=1) minus judge var * mean(1/J_g)
-      (the g-means still carry judge noise averaged over J_g re-judgings), floored at 0;
-    - total = generation + judge: the variance of a k-repeat table's rows when each
-      repeat is both re-generated and re-judged.
-
-    Returns stds (sqrt of those) plus ``std_observed`` (plain std of all cells) and the
-    cells. A component that cannot be estimated (one g, or no g judged twice) is None.
-    """
-    df = _check(judgments, extra=("judge_repeat",))
-    cells = df.group_by("repeat", "judge_repeat").agg(win_rate=P.mean()).drop_nulls("win_rate")
-    groups = cells.group_by("repeat").agg(
-        mean=pl.col("win_rate").mean(), ss=((pl.col("win_rate") - pl.col("win_rate").mean()) ** 2).sum(),
-        J=pl.len()).sort("repeat")
-    dof = int((groups["J"] - 1).sum())
-    judge_var = float(groups["ss"].sum()) / dof if dof > 0 else None
-    gen_var = None
-    if groups.height >= 2 and judge_var is not None:
-        between = float(np.var(groups["mean"].to_numpy(), ddof=1))
-        gen_var = max(0.0, between - judge_var * float((1.0 / groups["J"].cast(pl.Float64)).mean()))
-    total = None if gen_var is None else gen_var + judge_var
-    root = lambda v: None if v is None else math.sqrt(v)  # noqa: E731
-    return {
-        "std_total": root(total), "std_judge": root(judge_var), "std_generation": root(gen_var),
-        "std_observed": _std(cells["win_rate"].to_numpy()),
-        "n_generations": groups.height, "n_judge_repeats": int(groups["J"].max()),
-        "cells": cells.sort("repeat", "judge_repeat"),
-    }
-
-
-@dataclass
-class PairedDifference:
-    """Win rate of model a minus model b (same prompts, repeats and baseline); diff = a - b."""
-
-    mean_diff: float | None
-    per_repeat: pl.DataFrame
-    ci_low: float | None
-    ci_high: float | None
-    share_boot_le_zero: float | None  # bootstrap share of draws with a not better than b
-    n_pairs: int
-    n_dropped: int  # pairs where either judgment failed (left out of both rates)
-    n_unmatched: int  # rows of a or b with no partner
-
-    def to_dict(self) -> dict:
-        out = {k: v for k, v in asdict(self).items() if k != "per_repeat"}
-        out["per_repeat"] = self.per_repeat.to_dicts()
-        return out
-
-
-def _paired_keys(a: pl.DataFrame, b: pl.DataFrame) -> list[str]:
-    keys = ["prompt_id", "repeat"] + (["judge_repeat"] if "judge_repeat" in a.columns and
-                                      "judge_repeat" in b.columns else [])
-    for name, df in (("a", a), ("b", b)):
-        if df.select(pl.struct(keys).is_duplicated().any()).item():
-            raise ValueError(f"{name} has several rows per {'+'.join(keys)}; cannot pair them")
-    if set(a["baseline"].unique()) != set(b["baseline"].unique()):
-        raise ValueError("a and b were judged against different baselines; the difference means nothing")
-    return keys
-
-
-def paired_difference(a: pl.DataFrame, b: pl.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> PairedDifference:
-    """Is model a better than model b? Per-repeat and mean win-rate differences, paired.
-
-    Rows are joined on prompt_id + repeat (+ judge_repeat when both have it); a pair where
-    either judgment failed is dropped from both sides, so both rates use the same prompts.
-    The 95% interval resamples prompts, carrying each prompt's pairs in every repeat.
-    """
-    a, b = _check(a), _check(b)
-    keys = _paired_keys(a, b)
-    joined = a.select(*keys, pa=P).join(b.select(*keys, pb=P), on=keys, how="inner")
-    n_unmatched = a.height + b.height - 2 * joined.height
-    both = joined.filter(pl.col("pa").is_not_null() & pl.col("pb").is_not_null())
-    if both.height == 0:
-        raise ValueError("a and b share no successfully judged prompt_id+repeat pairs")
-    per_repeat = both.group_by("repeat").agg(
-        rate_a=pl.col("pa").mean(), rate_b=pl.col("pb").mean(), n=pl.len().cast(pl.Int64),
-    ).with_columns(diff=pl.col("rate_a") - pl.col("rate_b")).sort("repeat")
-    sums, counts = _cells(both.with_columns(preference=pl.col("pa") - pl.col("pb")))
-    lo, hi, share = None, None, None
-    if n_boot > 0:
-        draws = bootstrap_prompts(sums, counts, n_boot=n_boot, seed=seed)
-        lo, hi = _interval(draws)
-        share = float(np.mean(draws[~np.isnan(draws)] <= 0))
-    return PairedDifference(
-        mean_diff=float(per_repeat["diff"].mean()), per_repeat=per_repeat, ci_low=lo, ci_high=hi,
-        share_boot_le_zero=share, n_pairs=both.height, n_dropped=joined.height - both.height,
-        n_unmatched=n_unmatched)

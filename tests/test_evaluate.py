@@ -14,9 +14,10 @@ import polars as pl
 import pytest
 from rich.console import Console
 
-from prefwork.evaluators import judges
+from prefwork.evaluators import registry
 from prefwork.evaluators.evaluate import EvalConfig, evaluate
-from prefwork.evaluators.judges import make_judge, register_judge
+from prefwork.evaluators.judges import make_judge
+from prefwork.evaluators.registry import register_judge
 from prefwork.evaluators.report_winrate import tables
 from prefwork.pipeline.prompts import load_prompts
 from prefwork.pipeline.sample import Completion, derive_seed
@@ -142,7 +143,7 @@ def test_plugged_in_judge_missing_rows_become_failures_and_rejudge_splits_noise(
     try:
         r = run_eval(tmp_path, cfg=EvalConfig(repeats=3, judge="flaky", rejudge=3), judge_opts={"fail_every": "7"})
     finally:
-        judges.JUDGES.pop("flaky")
+        registry.JUDGES.pop("flaky")
     j, s = r.judgments, r.summaries["m"]
     assert j.height == 36  # the dropped pair is back, as a failure
     assert j.filter(pl.col("error") == "judge returned no judgment").height == 1

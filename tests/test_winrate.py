@@ -1,4 +1,4 @@
-"""Win-rate statistics on hand-computed tables (evaluators/winrate.py)."""
+"""Win-rate statistics on hand-computed tables (evaluators/winrate.py, evaluators/winrate_compare.py)."""
 from __future__ import annotations
 
 import json
@@ -8,9 +8,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from prefwork.evaluators.winrate import (
-    decompose_variance, length_controlled_rate, paired_difference, summarize,
-)
+from prefwork.evaluators.winrate import length_controlled_rate, summarize
+from prefwork.evaluators.winrate_compare import decompose_variance, paired_difference
 from prefwork.pipeline.schemas import SchemaError
 
 

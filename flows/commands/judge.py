@@ -27,7 +27,7 @@ BUDGET_EXIT = 3
 def register(parser) -> None:
     parser.add_argument("action", nargs="?", choices=("score", "audit"), default="score",
                         help="score (default): judge a candidates file; audit: measure the judge itself")
-    from prefwork.evaluators.judges import judge_names
+    from prefwork.evaluators.registry import judge_names
     parser.add_argument("--judge", required=True,
                         help=f"judge name ({', '.join(judge_names())}), a judge directory, or a weighted list "
                              "like 'math_1to5:0.7,rules:0.3'")
@@ -89,7 +89,7 @@ def _usage_table(console, usage: dict) -> None:
 
 def run(args) -> int:
     from rich.console import Console
-    from prefwork.evaluators.judges import get_spec
+    from prefwork.evaluators.registry import get_spec
 
     console = Console(stderr=True)
     get_spec(args.judge)  # an unknown judge fails first, listing the valid names
