@@ -9,7 +9,7 @@ answers ranked by these checkers. We do not re-implement the checkers: ``if-veri
 means in the IFEval paper and in Tulu 3.
 
 Public API: ``SUPPORTED_IDS`` / ``UNSUPPORTED_IDS`` (which IFEval instruction ids this judge
-runs, and why the others are left out), ``check_response``, ``judge_text``, ``score_candidates``
+runs, and why the others are left out; kept in ``evaluators.ifeval_ids``), ``check_response``, ``judge_text``, ``score_candidates``
 (a candidates table -> a SCORES table, ``judge="ifeval"``; the same shape as
 ``evaluators.rules.score_candidates``) and ``ifeval_accuracy`` (IFEval's prompt- and
 instruction-level accuracies).
@@ -28,48 +28,9 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 
+from prefwork.evaluators.ifeval_ids import SUPPORTED_IDS, UNSUPPORTED_IDS  # noqa: F401 - public here
+
 JUDGE_NAME = "ifeval"
-
-#: IFEval instruction ids whose checker runs offline, with no NLTK data installed. Measured by
-#: calling each checker on a passing and a failing text with NLTK data absent and the network
-#: cut (``unshare -rn``); tests/test_ifeval.py keeps one hand-written pass/fail pair per id.
-SUPPORTED_IDS: tuple[str, ...] = (
-    "keywords:existence",
-    "keywords:frequency",
-    "keywords:forbidden_words",
-    "keywords:letter_frequency",
-    "language:response_language",
-    "length_constraints:number_paragraphs",
-    "length_constraints:number_words",
-    "length_constraints:nth_paragraph_first_word",
-    "detectable_content:number_placeholders",
-    "detectable_content:postscript",
-    "detectable_format:number_bullet_lists",
-    "detectable_format:constrained_response",
-    "detectable_format:number_highlighted_sections",
-    "detectable_format:multiple_sections",
-    "detectable_format:json_format",
-    "detectable_format:title",
-    "combination:two_responses",
-    "combination:repeat_prompt",
-    "startend:end_checker",
-    "startend:quotation",
-    "change_case:english_capital",
-    "change_case:english_lowercase",
-    "punctuation:no_comma",
-)
-
-#: IFEval ids this judge refuses, and why (a row naming one gets an error, not a silent skip).
-UNSUPPORTED_IDS: dict[str, str] = {
-    "length_constraints:number_sentences": "its checker splits sentences with NLTK's punkt_tab data, "
-    "which is not installed and cannot be downloaded here",
-    "change_case:capital_word_frequency": "its checker tokenizes with nltk.word_tokenize, which needs "
-    "NLTK's punkt_tab data, not installed and not downloadable here",
-    "keywords:key_sentences": "disabled in IFEval's own registry (no sentence set)",
-    "detectable_content:rephrase_paragraph": "disabled in IFEval's own registry",
-    "detectable_format:rephrase": "disabled in IFEval's own registry",
-    "multi-turn:constrained_start": "disabled in IFEval's own registry",
-}
 
 
 @lru_cache(maxsize=1)
