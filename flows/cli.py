@@ -37,12 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "win rates with their variance.")
     subs = parser.add_subparsers(dest="command", metavar="COMMAND")
     for mod_name in COMMAND_MODULES:
-        try:
-            mod = importlib.import_module(f"prefwork.flows.commands.{mod_name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"prefwork.flows.commands.{mod_name}":
-                continue  # a command not built yet
-            raise
+        mod = importlib.import_module(f"prefwork.flows.commands.{mod_name}")
         sub = subs.add_parser(mod.NAME, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP),
                               formatter_class=_Formatter)
         mod.register(sub)
