@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from prefwork.flows.options import add_dataclass, from_args
-from prefwork.pipeline.engines_factory import ENGINES, EngineOptions, make_engine, resolve_engine
+from prefwork.pipeline.engines_factory import ENGINE_HELP, ENGINES, EngineOptions, make_engine, resolve_engine
 from prefwork.pipeline.sample import SampleConfig
 
 NAME = "sample"
@@ -56,7 +56,7 @@ class SampleProgress:
 
 def register(parser) -> None:
     parser.add_argument("--engine", choices=ENGINES, default="auto",
-                        help="auto = vllm when it is installed, else transformers")
+                        help=ENGINE_HELP)
     parser.add_argument("--model", required=True,
                         help="model directory (vllm, transformers) or served model name (openai; '' = the server's first)")
     parser.add_argument("--prompts", required=True, help="prompts file (.jsonl or .parquet)")
