@@ -96,7 +96,7 @@ async def audit_pairs_async(session: JudgeSession, name: str, pairs: pl.DataFram
     spec = session.spec(name)
     if spec.kind not in ("pairwise", "rubric"):
         raise ValueError(f"judge audit needs a pairwise or rubric judge; {name!r} is {spec.kind}")
-    client, spec = await session._client_for(spec)
+    client, spec = await session.client_for(spec)
     judge = LLMPairwiseJudge(spec, "both") if spec.kind == "pairwise" else RubricJudge(spec)
     calls = _pairwise_calls if spec.kind == "pairwise" else _rubric_calls
     rows = pairs.to_dicts()
@@ -161,7 +161,7 @@ async def audit_gold_async(session: JudgeSession, name: str, gold: pl.DataFrame)
     for col in ("prompt", "answer", "grade"):
         if col not in gold.columns:
             raise ValueError(f"a gold file needs columns prompt, answer, grade (missing {col!r})")
-    client, spec = await session._client_for(spec)
+    client, spec = await session.client_for(spec)
     judge = RubricJudge(spec)
     rows = gold.to_dicts()
     got = await asyncio.gather(*(judge.grade(client, session.cache, r["prompt"], r["answer"], r.get("reference"))

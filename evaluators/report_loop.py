@@ -16,10 +16,21 @@ from rich.table import Table
 from prefwork.evaluators.report import md_table, pct, points, publish, rich_table, write_report_md
 from prefwork.evaluators.report_history import append_history
 from prefwork.evaluators.report_plots import plot_training_curves, plot_winrates
+from prefwork.pipeline.run import read_metrics
 from prefwork.pipeline.schemas import CANDIDATES, SCORES
 from prefwork.pipeline.store import read_table
 
 COLUMNS = ("Round", "Stage", "Win rate vs SFT", "Std", "Min", "Max", "Pairs", "Rule pass rate")
+#: the last column per judge: what the mean of its held-out scores is
+SCORE_COLUMN = {"rules": "Rule pass rate", "ifeval": "Instructions followed"}
+
+
+def columns(rows: list[dict]) -> tuple[str, ...]:
+    """The table's header: the win rate is against round 0 (the SFT policy, or a given start), and the
+    last column names what the judge's mean score is."""
+    judge = rows[0].get("judge", "rules") if rows else "rules"
+    start = rows[0]["stage"] if rows else "SFT"
+    return (*COLUMNS[:2], f"Win rate vs {start}", *COLUMNS[3:-1], SCORE_COLUMN.get(judge, f"Mean {judge} score"))
 
 
 def table_cells(row: dict) -> list[str]:
@@ -30,19 +41,19 @@ def table_cells(row: dict) -> list[str]:
 
 def results_table(rows: list[dict], title: str) -> Table:
     """The loop's results as the rich table the CLI prints (one row per round)."""
-    return rich_table(COLUMNS, [table_cells(r) for r in rows], title=title, left=len(COLUMNS))
+    return rich_table(columns(rows), [table_cells(r) for r in rows], title=title, left=len(COLUMNS))
 
 
 def results_markdown(rows: list[dict]) -> str:
     """The same table as markdown (report.md, the README's loop table, the Prefect artifact)."""
-    return md_table(COLUMNS, [table_cells(r) for r in rows], left=len(COLUMNS)).rstrip("\n")
+    return md_table(columns(rows), [table_cells(r) for r in rows], left=len(COLUMNS)).rstrip("\n")
 
 
 def publish_results(rows: list[dict], name: str) -> list:
     """The results table as artifacts of the running flow (the Prefect UI's Artifacts tab); nothing outside one."""
     return publish(f"loop-{name}", markdown=f"# prefwork loop: {name}\n\n" + results_markdown(rows) + "\n",
-                   head=list(COLUMNS), rows=[table_cells(r) for r in rows],
-                   description="Win rate vs the SFT policy per round (held-out prompts, rule judge)")
+                   head=list(columns(rows)), rows=[table_cells(r) for r in rows],
+                   description="Win rate vs round 0 per round (held-out prompts)")
 
 
 def _samples_md(row: dict, prompts: int = 3) -> str:
@@ -61,18 +72,39 @@ def _samples_md(row: dict, prompts: int = 3) -> str:
 
 
 def _rule_rates_md(rows: list[dict]) -> str:
-    """Per-rule pass rates of each round's held-out answers (the paper's table, per task)."""
+    """Per-rule pass rates of each round's held-out answers (the paper's table, per task); for the
+    ifeval judge, IFEval's prompt- and instruction-level strict accuracy and each instruction's."""
+    if rows and rows[0].get("judge") == "ifeval":
+        return _ifeval_md(rows)
     from prefwork.evaluators.rules import rule_pass_rates
 
     lines = ["| Round | Task | " + " | ".join(["Rule", "Pass rate", "n"]) + " |", "|---|---|---|---|---|"]
     for row in rows:
-        cands = read_table(row["artifacts"]["eval_candidates"], CANDIDATES)
-        scores = read_table(row["eval_scores"], SCORES).join(cands.select("prompt_id", "candidate_id", "task"),
-                                                              on=["prompt_id", "candidate_id"])
+        scores = _eval_scores(row)
         for task in sorted(scores["task"].drop_nulls().unique()):
             rates = rule_pass_rates(scores.filter(pl.col("task") == task).drop("task"))
             lines += [f"| {row['round']} | {task} | {r['rule']} | {r['rate']:.0%} | {r['total']} |"
                       for r in rates.iter_rows(named=True)]
+    return "\n".join(lines)
+
+
+def _eval_scores(row: dict) -> pl.DataFrame:
+    cands = read_table(row["artifacts"]["eval_candidates"], CANDIDATES)
+    return read_table(row["eval_scores"], SCORES).join(cands.select("prompt_id", "candidate_id", "task"),
+                                                        on=["prompt_id", "candidate_id"])
+
+
+def _ifeval_md(rows: list[dict]) -> str:
+    from prefwork.evaluators.ifeval import ifeval_accuracy
+
+    accs = [(row["round"], ifeval_accuracy(_eval_scores(row))) for row in rows]
+    lines = ["| Round | Prompt-level strict | Instruction-level strict | Responses | Instructions |", "|---|---|---|---|---|"]
+    lines += [f"| {r} | {pct(a['prompt_level_strict'])} | {pct(a['instruction_level_strict'])} | {a['responses']} | "
+              f"{a['instructions']} |" for r, a in accs]
+    ids = sorted({i for _, a in accs for i in a["per_instruction"]})
+    lines += ["", "| Instruction | " + " | ".join(f"round {r}" for r, _ in accs) + " |", "|---|" + "---|" * len(accs)]
+    lines += [f"| {i} | " + " | ".join(pct(a["per_instruction"].get(i, {}).get("accuracy")) for _, a in accs) + " |"
+              for i in ids]
     return "\n".join(lines)
 
 
@@ -82,8 +114,7 @@ def _training_curves(rows: list[dict]) -> dict[str, pl.DataFrame]:
         if row["round"] == 0:
             continue
         for metrics in sorted((Path(row["policy"]).parent / "run").rglob("metrics.jsonl")):
-            recs = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()]
-            recs = [r for r in recs if "rewards/margins" in r and "step" in r]
+            recs = [r for r in read_metrics(metrics.parent) if "rewards/margins" in r and "step" in r]
             if recs:
                 curves[f"round {row['round']} {metrics.parent.name}"] = pl.DataFrame(
                     {"step": [r["step"] for r in recs], "rewards/margins": [r["rewards/margins"] for r in recs]})
@@ -101,10 +132,10 @@ def write_outputs(run_dir: Path, rows: list[dict], config: dict, workspace: Path
         (dest / "policy").unlink(missing_ok=True)
         (dest / "policy").symlink_to(Path(row["policy"]).resolve(), target_is_directory=True)
         append_history(workspace / "history.parquet", model=config["name"], stage=f"round {row['round']} {row['stage']}",
-                       judge="rules", prompts_hash=row.get("prompts_hash", ""), k=config["eval_repeats"],
+                       judge=config.get("judge", "rules"), prompts_hash=row.get("prompts_hash", ""), k=config["eval_repeats"],
                        n=row.get("n_prompts", 0), summary=row, run_dir=str(run_dir))
     plot_winrates([{**r, "model": f"round {r['round']}"} for r in rows], run_dir / "winrate.png",
-                  title="Win rate vs the SFT policy (held-out prompts, rule judge)")
+                  title=f"Win rate vs round 0 ({rows[0]['stage']}; held-out prompts, {config.get('judge', 'rules')} judge)")
     sections = [("Results", results_markdown(rows) + f"\n\nWall time: {elapsed:.0f} s. Win rates: mean over "
                  f"{config['eval_repeats']} repeats; Std in points (ddof=1).\n\n![win rates](winrate.png)")]
     curves = _training_curves(rows)
@@ -112,8 +143,9 @@ def write_outputs(run_dir: Path, rows: list[dict], config: dict, workspace: Path
         plot_training_curves(curves, run_dir / "reward_margins.png")
         sections.append(("Training", "Reward margin (chosen - rejected) per sDPO step.\n\n"
                          "![reward margins](reward_margins.png)"))
-    sections.append(("Rule pass rates on held-out prompts", "Share of held-out answers passing each rule "
-                     "(round 0 = the SFT policy).\n\n" + _rule_rates_md(rows)))
+    title = "IFEval accuracy" if config.get("judge") == "ifeval" else "Rule pass rates"
+    sections.append((f"{title} on held-out prompts", "Share of held-out answers passing each check "
+                     f"(round 0 = {rows[0]['stage']}).\n\n" + _rule_rates_md(rows)))
     for row in rows[1:]:
         sections.append((f"Round {row['round']}: sample answers (best and worst of a few prompts)", _samples_md(row)))
     sections.append(("Config", "```json\n" + json.dumps(config, indent=2) + "\n```"))

@@ -77,7 +77,8 @@ class JudgeSession:
         """The judge ``name`` as an ``evaluators.judges.Judge`` (a registered one as itself)."""
         return JUDGES[name]() if name in JUDGES else SessionJudge(self, name)
 
-    async def _client_for(self, spec: JudgeSpec) -> tuple[JudgeClient, JudgeSpec]:
+    async def client_for(self, spec: JudgeSpec) -> tuple[JudgeClient, JudgeSpec]:
+        """The session's client (built on first use) and ``spec`` with its model filled in (the server's first)."""
         if self.client is None:
             self.client = JudgeClient(self.options, base_url=self.options.base_url or spec.base_url,
                                       http_client=self._http_client)
@@ -99,7 +100,7 @@ class JudgeSession:
         elif spec.kind == "combined":
             out = await self._combined(spec, candidates, repeat)
         elif spec.kind == "rubric":
-            client, spec = await self._client_for(spec)
+            client, spec = await self.client_for(spec)
             results = await RubricJudge(spec, listwise=self.listwise).score_rows(
                 client, self.cache, _rows(candidates, repeat), progress)
             self.stopped_by_budget |= any(r[2] == NOT_JUDGED_BUDGET for r in results)
@@ -136,7 +137,7 @@ class JudgeSession:
             m = await self.ascore(name, model_cands, repeat=shift, progress=progress)
             b = await self.ascore(name, baseline_cands, repeat=shift, progress=progress)
             return judgments_from_scores(model_cands, m, baseline_cands, b, spec.name)
-        client, spec = await self._client_for(spec.with_overrides(seed=spec.seed + REJUDGE_SEED_STRIDE * judge_repeat))
+        client, spec = await self.client_for(spec.with_overrides(seed=spec.seed + REJUDGE_SEED_STRIDE * judge_repeat))
         both = pair_up(model_cands, baseline_cands)
         results = await LLMPairwiseJudge(spec, self.orders).judge_rows(client, self.cache, both.to_dicts(), progress)
         self.stopped_by_budget |= any(r[2] == NOT_JUDGED_BUDGET for r in results)
