@@ -84,7 +84,7 @@ def sample_task(ctx: Context, round_: int, prompts_path: str, limit: int, model_
 
 @task(name="judge", cache_policy=NO_CACHE)
 def judge_task(ctx: Context, round_: int, candidates: str) -> str:
-    return cached(*_logged(ctx, round_, "judge", stages.judge_stage, ctx.cache, Path(candidates)))
+    return cached(*_logged(ctx, round_, "judge", stages.judge_stage, ctx.cache, Path(candidates), ctx.cfg.judge))
 
 
 @task(name="pairs", cache_policy=NO_CACHE)
@@ -112,11 +112,12 @@ def train_task(ctx: Context, round_: int, chunks: str, model_dir: str) -> str:
 def evaluate_task(ctx: Context, round_: int, model_cands: str, baseline_cands: str) -> dict:
     _, prompts = _prompts(ctx.cfg.eval_prompts, ctx.cfg.eval_prompts_limit)
     path, hit = _logged(ctx, round_, "judgments", stages.judge_pairwise_stage, ctx.cache, Path(model_cands),
-                        Path(baseline_cands), prompts, ctx.cfg.eval_repeats)
+                        Path(baseline_cands), prompts, ctx.cfg.eval_repeats, ctx.cfg.judge)
     summary = summarize(read_table(path)).to_dict()
     summary.pop("per_repeat", None)
-    m_scores, scores_cached = stages.judge_stage(ctx.cache, Path(model_cands))
-    summary["rule_pass_rate"] = float(read_table(m_scores, SCORES)["score"].mean())
+    m_scores, scores_cached = stages.judge_stage(ctx.cache, Path(model_cands), ctx.cfg.judge)
+    summary["rule_pass_rate"] = float(read_table(m_scores, SCORES)["score"].mean())  # the judge's mean score
+    summary["judge"] = ctx.cfg.judge
     summary["eval_scores"] = str(m_scores)
     summary["judgments"] = str(path)
     return cached(summary, hit and scores_cached)
@@ -124,6 +125,16 @@ def evaluate_task(ctx: Context, round_: int, model_cands: str, baseline_cands: s
 
 def _pair_stats(pairs_path: str) -> dict:
     return json.loads((Path(pairs_path).parent / "pair_stats.json").read_text())
+
+
+def _need_pairs(round_: int, stats: dict, cfg: LoopConfig) -> None:
+    """Stop a round that has fewer pairs than sDPO steps with what to change (an empty chunk cannot train)."""
+    if stats["pairs"] >= cfg.chunk.chunks:
+        return
+    raise ValueError(f"round {round_}: {stats['pairs']} preference pairs from {stats['prompts']} prompts, fewer than "
+                     f"--chunks {cfg.chunk.chunks} (all candidates tied: {stats['dropped_all_tied']} prompts; margin at "
+                     f"most --min-margin {cfg.pair.min_margin}: {stats['dropped_min_margin']}; identical texts: "
+                     f"{stats.get('dropped_identical', 0)}); sample more with --n or more prompts, or lower --min-margin")
 
 
 @flow(name="dpo-round", log_prints=False)
@@ -134,6 +145,7 @@ def round_flow(ctx: Context, round_: int, policy: str, baseline_eval: str) -> di
                                  cfg.train_sampling(round_), f"round{round_}-train"))
     scores = value_of(judge_task(ctx, round_, cands))
     pairs = value_of(pairs_task(ctx, round_, cands, scores))
+    _need_pairs(round_, _pair_stats(pairs), cfg)
     chunks = value_of(chunks_task(ctx, round_, pairs, policy))
     new_policy = value_of(train_task(ctx, round_, chunks, policy))
     model_eval = value_of(sample_task(ctx, round_, cfg.eval_prompts, cfg.eval_prompts_limit, new_policy,
@@ -173,7 +185,7 @@ def _rounds(ctx: Context) -> list[dict]:
     baseline_eval = value_of(sample_task(ctx, 0, cfg.eval_prompts, lim, policy, cfg.eval_sampling(EVAL_SEED_BASELINE),
                                          "sft-baseline"))
     sft_eval = value_of(sample_task(ctx, 0, cfg.eval_prompts, lim, policy, cfg.eval_sampling(EVAL_SEED_MODEL), "sft"))
-    rows = [{"round": 0, "stage": "SFT", "policy": policy, "pairs": None,
+    rows = [{"round": 0, "stage": "start" if cfg.policy else "SFT", "policy": policy, "pairs": None,
              "artifacts": {"eval_candidates": sft_eval}, **value_of(evaluate_task(ctx, 0, sft_eval, baseline_eval))}]
     for r in range(1, cfg.rounds + 1):
         rows.append(round_flow(ctx, r, policy, baseline_eval))

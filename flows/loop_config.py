@@ -33,6 +33,10 @@ class LoopConfig(CarriesConfigs):
     corpus: str = field(default=str(DATA / "corpus" / "sft.jsonl"), metadata={"help": "SFT corpus of the default policy"})
     policy: str | None = field(default=None, metadata={"help": "starting policy dir (default: build the tiny policy)"})
     engine: str = field(default="auto", metadata={"help": ENGINE_HELP})
+    judge: str = field(default="rules", metadata={
+        "help": "judge of training candidates and of the held-out evaluation: rules (slogan/poem checks) or "
+                "ifeval (IFEval's verifiable instructions; prompts like data/prompts/ifeval_*.jsonl)",
+        "choices": ("rules", "ifeval")})
     sample: SampleConfig = carried(lambda: SampleConfig(n=16), {
         "n": None, "temperature": "sampling temperature of training candidates", "max_tokens": "new tokens per answer",
         "on_long_prompt": None})
@@ -48,7 +52,8 @@ class LoopConfig(CarriesConfigs):
                 "needs (plain dpo degrades it: see README)",
         "beta": "DPO beta", "alpha": "weight of the chosen NLL term (dpo_sft, slic)",
         "learning_rate": "learning rate of each sDPO step", "epochs": "epochs over each chunk",
-        "batch_size": "pairs per optimizer step"})
+        "batch_size": "pairs per optimizer step",
+        "max_length": "tokens of prompt + answer trained on (longer pairs are cut); the chunks' difficulty too"})
     lr_decay: float = field(default=0.25, metadata={"help": "round r trains at learning_rate x lr_decay^(r-1): "
                                                     "later rounds move the policy less"})
     launch: LauncherConfig = carried(lambda: LauncherConfig(num_processes=1), {

@@ -32,20 +32,21 @@ def sample_stage(cache: StageCache, prompts_path: Path, prompts: pl.DataFrame, m
 
     def produce(work: Path) -> None:
         bar = progress() if progress else None  # created only when sampling really runs
-        sample(prompts, make_engine(model_dir), work / "candidates.parquet", cfg, model_name, progress=bar)
+        sample(prompts, make_engine(model_dir), work / "candidates.parquet", cfg, model_name, progress=bar,
+               source=prompts_path)  # a too-long prompt's error names this file and the row
         shutil.rmtree(work / "candidates.parquet.shards", ignore_errors=True)
 
     entry, cached = cache.run("sample", key, produce)
     return entry / "candidates.parquet", cached
 
 
-def judge_stage(cache: StageCache, candidates: Path) -> tuple[Path, bool]:
-    """Rule-judge scores of a candidates file (cached)."""
-    from prefwork.evaluators.rules import score_candidates
+def judge_stage(cache: StageCache, candidates: Path, judge: str = "rules") -> tuple[Path, bool]:
+    """Scores of a candidates file by a local judge of the registry (``rules``, ``ifeval``; cached)."""
+    from prefwork.evaluators.judges import make_judge
 
-    key = content_key("judge", {"candidates": hash_of(candidates)}, {"judge": "rules"})
+    key = content_key("judge", {"candidates": hash_of(candidates)}, {"judge": judge})
     entry, cached = cache.run("judge", key, lambda work: write_table(
-        score_candidates(read_table(candidates, CANDIDATES)), work / "scores.parquet", SCORES))
+        make_judge(judge).score(read_table(candidates, CANDIDATES)), work / "scores.parquet", SCORES))
     return entry / "scores.parquet", cached
 
 
@@ -106,8 +107,8 @@ def train_stage(cache: StageCache, chunks_path: Path, model_dir: Path, dpo_cfg: 
 
 
 def judge_pairwise_stage(cache: StageCache, model_cands: Path, baseline_cands: Path, prompts: pl.DataFrame,
-                         repeats: int) -> tuple[Path, bool]:
-    """Rule-judged model-vs-baseline judgments for every (prompt, repeat) of ``prompts`` x ``repeats``
+                         repeats: int, judge: str = "rules") -> tuple[Path, bool]:
+    """Model-vs-baseline judgments by a local judge (higher score wins) for every (prompt, repeat) of ``prompts`` x ``repeats``
     (cached): ``evaluators.evaluate.evaluate_pair``, so a prompt a side did not answer is a counted failure."""
     from prefwork.evaluators.evaluate import evaluate_pair
     from prefwork.evaluators.judges import make_judge
@@ -115,11 +116,11 @@ def judge_pairwise_stage(cache: StageCache, model_cands: Path, baseline_cands: P
     from prefwork.pipeline.store import frame_hash
 
     key = content_key("judgments", {"model": hash_of(model_cands), "baseline": hash_of(baseline_cands),
-                                    "prompts": frame_hash(prompts, ["prompt_id"])}, {"judge": "rules", "repeats": repeats})
+                                    "prompts": frame_hash(prompts, ["prompt_id"])}, {"judge": judge, "repeats": repeats})
 
     def produce(work: Path) -> None:
         j = evaluate_pair(read_table(model_cands, CANDIDATES), read_table(baseline_cands, CANDIDATES),
-                          make_judge("rules"), prompts=prompts, repeats=repeats)
+                          make_judge(judge), prompts=prompts, repeats=repeats)
         write_table(j, work / "judgments.parquet", JUDGMENTS)
 
     entry, cached = cache.run("judgments", key, produce)

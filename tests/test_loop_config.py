@@ -104,3 +104,38 @@ def test_sft_progress_bar_only_on_a_terminal(monkeypatch):
     assert progress_bar_on()
     monkeypatch.setenv("PREFWORK_PROGRESS", "0")
     assert not progress_bar_on()
+
+
+def test_a_recipe_sets_the_loop_and_the_command_line_wins(tmp_path):
+    """`prefwork loop --config NAME|FILE`: shipped recipes by name, paths beside the file or in data/."""
+    from prefwork.flows.cli import build_parser
+    from prefwork.flows.commands.loop import recipes, with_recipe
+    from prefwork.flows.options import from_args
+    from prefwork.pipeline import DATA_DIR
+
+    assert {"smollm2_rules", "smollm2_ifeval"} <= set(recipes())
+    args = build_parser().parse_args(["loop", "--config", "smollm2_rules", "--rounds", "3", "--beta", "0.2"])
+    cfg = with_recipe(from_args(LoopConfig, args), args.config)
+    assert (cfg.policy, cfg.judge, cfg.engine, cfg.sample.n) == ("smollm2-135m-instruct", "rules", "vllm", 8)
+    assert (cfg.rounds, cfg.train.beta) == (3, 0.2)  # given on the command line: they win
+    assert cfg.train.learning_rate == 2e-5 and cfg.eval_prompts == str(DATA_DIR / "prompts" / "heldout_test.jsonl")
+
+    mine = tmp_path / "mine.yaml"
+    (tmp_path / "p.jsonl").write_text('{"prompt": "hi"}\n')
+    mine.write_text("rounds: 1\ntrain_prompts: p.jsonl\njudge: ifeval\n")
+    cfg = with_recipe(LoopConfig(), str(mine))
+    assert cfg.train_prompts == str(tmp_path / "p.jsonl") and cfg.judge == "ifeval"
+    mine.write_text("rounds: 1\nbta: 0.1\n")
+    with pytest.raises(ValueError, match=r"unknown option\(s\) bta"):
+        with_recipe(LoopConfig(), str(mine))
+    with pytest.raises(ValueError, match="no recipe of that name"):
+        with_recipe(LoopConfig(), "no-such-recipe")
+
+
+def test_a_round_without_enough_pairs_stops_with_what_to_change():
+    from prefwork.flows.loop import _need_pairs
+
+    stats = {"pairs": 0, "prompts": 4, "dropped_all_tied": 2, "dropped_min_margin": 2, "dropped_identical": 0}
+    with pytest.raises(ValueError, match=r"round 1: 0 preference pairs from 4 prompts, fewer than --chunks 2 .*--n"):
+        _need_pairs(1, stats, LoopConfig())
+    _need_pairs(1, {**stats, "pairs": 2}, LoopConfig())  # enough for two sDPO steps
