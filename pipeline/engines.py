@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from prefwork.pipeline.chat import render_prompt
-from prefwork.pipeline.sample import Completion, SampleConfig, apply_stop, derive_seed
+from prefwork.pipeline.sample import Completion, PromptTooLong, SampleConfig, Skipped, apply_stop, derive_seed
 from prefwork.pipeline.schemas import SchemaError
 
 
@@ -48,9 +48,12 @@ class TransformersEngine:
         too_long = [i for i, x in enumerate(ids) if len(x) > limit]
         if too_long and cfg.on_long_prompt == "error":
             i = too_long[0]
-            raise SchemaError(None, None, "prompt", f"prompt {prompts[i][:60]!r} has {len(ids[i])} tokens; the "
-                              f"context is {self.context} with {cfg.max_tokens} new tokens (use on_long_prompt=skip)")
+            raise PromptTooLong(prompts[i], self._too_long(len(ids[i]), cfg))
         return ids, [i for i in range(len(ids)) if i not in set(too_long)]
+
+    def _too_long(self, n_tokens: int, cfg: SampleConfig) -> str:
+        return (f"the prompt has {n_tokens} tokens; the context window is {self.context} with max_tokens="
+                f"{cfg.max_tokens} new tokens")
 
     @torch.inference_mode()
     def _generate_batch(self, ids: list[list[int]], cfg: SampleConfig, seed: int) -> list[Completion]:
@@ -74,7 +77,9 @@ class TransformersEngine:
 
     def generate(self, prompts: list[str], cfg: SampleConfig, shard_seed: int) -> list[list[Completion]]:
         ids, keep = self._encode(prompts, cfg)
-        outs: list[list[Completion]] = [[] for _ in prompts]
+        kept = set(keep)  # the others are too long: recorded as skipped, with the reason
+        outs: list[list[Completion]] = [[] if i in kept else Skipped(self._too_long(len(ids[i]), cfg))
+                                        for i in range(len(prompts))]
         for j in range(cfg.n):
             seed = derive_seed(shard_seed, j)
             for start in range(0, len(keep), self.batch_size):

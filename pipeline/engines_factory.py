@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from prefwork.pipeline.checks import check_fields, field_problem, option_name
+
 #: Options each engine accepts (``EngineOptions`` fields plus programmatic extras).
 ENGINE_OPTIONS = {
     "vllm": ("tensor_parallel_size", "dtype", "max_model_len", "enforce_eager", "llm"),
@@ -35,19 +37,24 @@ FLOW_ENGINE_OPTIONS = {"threads": 2}
 class EngineOptions:
     """Engine settings (each engine reads its own; the rest are ignored)."""
 
-    tensor_parallel_size: int = field(default=1, metadata={"help": "vllm: GPUs to shard the model over"})
+    tensor_parallel_size: int = field(default=1, metadata={"help": "vllm: GPUs to shard the model over", "min": 1})
     dtype: str = field(default="auto", metadata={"help": "vllm: weight dtype (auto, float32, bfloat16, ...)"})
-    max_model_len: int = field(default=0, metadata={"help": "vllm: context window (0 = the model's)"})
+    max_model_len: int = field(default=0, metadata={"help": "vllm: context window (0 = the model's)", "min": 0})
     enforce_eager: bool = field(default=False, metadata={"help": "vllm: skip graph compilation (faster start)"})
-    threads: int = field(default=0, metadata={"help": "transformers: torch threads (0 = torch's default)"})
-    batch_size: int = field(default=128, metadata={"help": "transformers: prompts per generate call"})
+    threads: int = field(default=0, metadata={"help": "transformers: torch threads (0 = torch's default)", "min": 0})
+    batch_size: int = field(default=128, metadata={"help": "transformers: prompts per generate call", "min": 1})
     base_url: str = field(default="", metadata={"help": "openai: server URL, e.g. http://127.0.0.1:8000/v1"})
     api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "openai: environment variable holding the key"})
-    max_concurrency: int = field(default=16, metadata={"help": "openai: requests in flight"})
-    max_retries: int = field(default=5, metadata={"help": "openai: retries on 429/5xx/timeouts/connection errors"})
-    request_timeout: float = field(default=120.0, metadata={"help": "openai: seconds per request"})
+    max_concurrency: int = field(default=16, metadata={"help": "openai: requests in flight", "min": 1})
+    max_retries: int = field(default=5, metadata={"help": "openai: retries on 429/5xx/timeouts/connection errors",
+                                                  "min": 0})
+    request_timeout: float = field(default=120.0, metadata={"help": "openai: seconds per request", "above": 0.0})
     n_per_request: bool = field(default=True, metadata={"help": "openai: ask for all n candidates in one request"})
-    api: str = field(default="chat", metadata={"help": "openai: 'chat' (server applies the template) or 'completions'"})
+    api: str = field(default="chat", metadata={"help": "openai: 'chat' (server applies the template) or 'completions'",
+                                                      "choices": ("chat", "completions")})
+
+    def __post_init__(self):
+        check_fields(self)
 
 
 def resolve_engine(name: str) -> str:
@@ -105,6 +112,10 @@ def make_engine(name: str, model_dir: str | Path | None, **opts: Any):
     if unknown:
         raise ValueError(f"unknown engine option(s) {', '.join(unknown)} (valid: {', '.join(sorted(known))})")
     mine = {k: v for k, v in opts.items() if k in ENGINE_OPTIONS[name]}
+    bounds = {f.name: f.metadata for f in fields(EngineOptions)}
+    for k, v in mine.items():  # the same bounds as the command line's (pipeline.checks), for every caller
+        if problem := field_problem(bounds.get(k, {}), v):
+            raise ValueError(f"{k} ({option_name(k)}) {problem}")
     if name == "vllm":
         from prefwork.pipeline.engines_vllm import VLLMEngine
 

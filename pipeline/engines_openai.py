@@ -14,7 +14,8 @@ than this machine, with the same contract and resumable shards as the offline en
   jitter; after ``max_retries`` an ``EngineError`` says what failed. The shard in flight
   is lost, finished shards stay on disk for a restart.
 - The API key is read from the environment variable ``api_key_env`` and never stored in
-  a config, a log or an error message.
+  a config, a log or an error message: a server's text in an error goes through
+  ``pipeline.run.redact_text`` (a server may echo the Authorization header back).
 """
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ import os
 import random
 
 from prefwork.pipeline.chat import to_messages
-from prefwork.pipeline.sample import Completion, SampleConfig, Skipped, apply_stop, derive_seed
-from prefwork.pipeline.schemas import SchemaError
+from prefwork.pipeline.run import redact_text
+from prefwork.pipeline.sample import Completion, PromptTooLong, SampleConfig, Skipped, apply_stop, derive_seed
 
 #: Phrases of a 400 answer that mean "the prompt does not fit the context window".
 _TOO_LONG = ("context length", "maximum context", "too long", "max_model_len", "is too large", "exceeds")
@@ -76,8 +77,10 @@ class OpenAIEngine:
                 return await call()
             except retryable as exc:
                 if attempt == self.max_retries:
-                    # a status error's text comes from the server and may quote the key: show the code only
-                    why = f"HTTP {exc.status_code}" if isinstance(exc, openai.APIStatusError) else str(exc)
+                    why = (f"HTTP {exc.status_code}: {self._safe(exc)}" if isinstance(exc, openai.APIStatusError)
+                           else "cannot connect to the server (is it running, is the URL right?)"
+                           if isinstance(exc, openai.APIConnectionError) and not isinstance(exc, openai.APITimeoutError)
+                           else self._safe(exc))
                     raise EngineError(f"{what} at {self.base_url} failed after {attempt + 1} attempts: "
                                       f"{type(exc).__name__}: {why}") from None
                 await asyncio.sleep(self.backoff_s * 2 ** attempt * (0.5 + random.random()))
@@ -85,8 +88,13 @@ class OpenAIEngine:
                 raise  # the caller tells a too-long prompt from a bad request
             except openai.APIStatusError as exc:
                 why = (f"authentication failed (check the key in ${self.api_key_env})" if exc.status_code in (401, 403)
-                       else f"HTTP {exc.status_code}")  # never echo the server's text: it may quote the key
+                       else f"HTTP {exc.status_code}: {self._safe(exc)}")
                 raise EngineError(f"{what} at {self.base_url} failed: {why}") from None
+
+    def _safe(self, text) -> str:
+        """A server's text with any credential in it replaced (``pipeline.run.redact_text``, rule a):
+        a server may echo the Authorization header back."""
+        return redact_text(" ".join(str(text).split())[:500], [os.environ.get(self.api_key_env) or ""])
 
     async def _request(self, client, prompt: str, cfg: SampleConfig, n: int, seed: int):
         args = dict(model=self.model, n=n, seed=seed, temperature=cfg.temperature, top_p=cfg.top_p,
@@ -126,13 +134,12 @@ class OpenAIEngine:
                     got = await self._request(client, prompt, cfg, n, s)
                 comps.extend(got if n > 1 else [Completion(c.text, c.finish_reason, c.num_tokens, s) for c in got])
         except openai.BadRequestError as exc:
-            msg = str(exc)
+            msg = self._safe(exc)
             if not any(k in msg.lower() for k in _TOO_LONG):
-                raise EngineError(f"the server at {self.base_url} rejected a request: {msg}") from None
+                raise EngineError(f"the server at {self.base_url} rejected a request with HTTP 400: {msg}") from None
             reason = f"the server says the prompt does not fit the context window ({msg[:200]})"
             if cfg.on_long_prompt != "skip":
-                raise SchemaError(None, None, "prompt", f"{prompt[:60]!r}: {reason} "
-                                  "(use --on-long-prompt skip to skip such prompts)") from None
+                raise PromptTooLong(prompt, reason) from None
             return Skipped(reason=reason)
         return comps
 
@@ -148,6 +155,4 @@ class OpenAIEngine:
                     t.cancel()
 
     def generate(self, prompts: list[str], cfg: SampleConfig, shard_seed: int) -> list[list[Completion]]:
-        if cfg.on_long_prompt not in ("error", "skip"):
-            raise ValueError(f"on_long_prompt must be 'error' or 'skip', not {cfg.on_long_prompt!r}")
         return list(asyncio.run(self._generate(prompts, cfg, shard_seed)))

@@ -26,24 +26,21 @@ from typing import Any
 
 from prefwork.pipeline.chat import render_prompt
 from prefwork.pipeline.engines import check_model_dir
-from prefwork.pipeline.sample import Completion, SampleConfig, Skipped, apply_stop, derive_seed
-from prefwork.pipeline.schemas import SchemaError
+from prefwork.pipeline.sample import Completion, PromptTooLong, SampleConfig, Skipped, apply_stop, derive_seed
 
 
 def long_prompt(prompt: str, n_tokens: int, context: int, cfg: SampleConfig) -> str:
     """The reason a prompt of ``n_tokens`` cannot be sampled, or '' if it fits."""
     if n_tokens + cfg.max_tokens <= context:
         return ""
-    return (f"prompt has {n_tokens} tokens; the context window is {context} with max_tokens="
-            f"{cfg.max_tokens} new tokens ({prompt[:60]!r})")
+    return (f"the prompt has {n_tokens} tokens; the context window is {context} with max_tokens="
+            f"{cfg.max_tokens} new tokens")
 
 
 def check_long(prompt: str, reason: str, cfg: SampleConfig) -> None:
-    """Raise for a too-long prompt unless ``cfg.on_long_prompt == 'skip'``."""
-    if cfg.on_long_prompt not in ("error", "skip"):
-        raise ValueError(f"on_long_prompt must be 'error' or 'skip', not {cfg.on_long_prompt!r}")
-    if reason and cfg.on_long_prompt == "error":
-        raise SchemaError(None, None, "prompt", reason + " (use --on-long-prompt skip to skip such prompts)")
+    """Raise for a too-long prompt unless ``cfg.on_long_prompt == 'skip'`` (``sample`` names its file and row)."""
+    if reason and cfg.on_long_prompt != "skip":
+        raise PromptTooLong(prompt, reason)
 
 
 class VLLMEngine:

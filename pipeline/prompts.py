@@ -12,6 +12,7 @@ from pathlib import Path
 import polars as pl
 
 from prefwork.pipeline.schemas import KNOWN_TASKS, PROMPTS, SchemaError, validate
+from prefwork.pipeline.store import iter_jsonl
 
 
 def prompt_id_for(prompt: str, task: str | None = None, meta: str | None = None) -> str:
@@ -21,24 +22,7 @@ def prompt_id_for(prompt: str, task: str | None = None, meta: str | None = None)
 
 
 def _read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    with open(path, "rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise SchemaError(str(path), lineno, None, f"line is not valid UTF-8 (byte {exc.start})") from None
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise SchemaError(str(path), lineno, None, f"line is not valid JSON ({exc.msg})") from None
-            if not isinstance(obj, dict):
-                raise SchemaError(str(path), lineno, None, "line is not a JSON object")
-            obj["__row"] = lineno
-            rows.append(obj)
-    return rows
+    return [{**obj, "__row": lineno} for lineno, obj in iter_jsonl(path)]
 
 
 def _normalise(rows: list[dict], path: Path) -> pl.DataFrame:
@@ -93,9 +77,22 @@ def load_prompts(path: str | Path) -> pl.DataFrame:
         raise SchemaError(str(path), None, None, "unsupported prompts format (use .jsonl or .parquet)")
     if not rows:
         raise SchemaError(str(path), None, None, "is empty: no prompts to work on")
-    df = _normalise(rows, path)
-    dup = df["prompt_id"].is_duplicated()
-    if dup.any():
-        row = int(dup.arg_true()[1]) + 1
-        raise SchemaError(str(path), row, "prompt_id", f"duplicate prompt_id {df['prompt_id'][row - 1]!r}")
-    return validate(df, PROMPTS, str(path))
+    return validate(_normalise(rows, path), PROMPTS, str(path))  # a repeated prompt_id: the contract's key
+
+
+def prompt_row(path: str | Path, prompt_id: str) -> int | None:
+    """The row (for JSONL: the line) of ``prompt_id`` in a prompts file, for error messages; ``None`` if
+    the file (or a directory of them) does not say."""
+    path = Path(path)
+    try:
+        if path.suffix == ".parquet":
+            rows = [dict(r, __row=i) for i, r in enumerate(pl.read_parquet(path).iter_rows(named=True), start=1)]
+        elif path.suffix in (".jsonl", ".json", ".ndjson"):
+            rows = _read_jsonl(path)
+        else:
+            return None
+        lines = [r["__row"] for r in rows]
+        ids = _normalise(rows, path)["prompt_id"].to_list()
+        return lines[ids.index(prompt_id)]
+    except (OSError, SchemaError, ValueError):
+        return None

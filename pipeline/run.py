@@ -46,14 +46,49 @@ def package_versions() -> dict[str, str]:
     return found
 
 
+#: Credentials in free text (a server's error body, an exception): a bearer token, an OpenAI-style
+#: ``sk-`` key, and ``api_key=...`` / ``"token": "..."`` pairs. The value goes, the label stays.
+SECRET_TEXT = re.compile(
+    r"(?i)(?P<label>\bbearer\s+|\b(?:api[_-]?key|access[_-]?token|auth[_-]?token|token|secret|password|passwd)"
+    r"[\"']?\s*[:=]\s*[\"']?)(?P<value>[A-Za-z0-9._~+/=-]{4,})"
+    r"|\bsk-[A-Za-z0-9_-]{6,}")
+_ENV_SECRET = re.compile(r"(^|_)(api_?key|key|token|secret|password|passwd)$", re.I)
+
+
+def secret_values(extra: tuple[str, ...] | list[str] = ()) -> list[str]:
+    """Values that must never be shown: ``extra`` plus every environment variable named like a
+    secret (``OPENAI_API_KEY``, ``HF_TOKEN``, ``*_SECRET`` ...), longest first."""
+    found = {v for v in extra if v and len(v) >= 4}
+    found |= {v for k, v in os.environ.items() if _ENV_SECRET.search(k) and v and len(v) >= 8}
+    return sorted(found, key=len, reverse=True)
+
+
+def redact_text(text: Any, secrets: tuple[str, ...] | list[str] = ()) -> str:
+    """``text`` with every credential replaced by ``***``: the known ``secrets`` (e.g. the key a client
+    sent), secret-named environment variables' values, and credential shapes (``SECRET_TEXT``).
+
+    The one redaction of the project: every error that carries a server's text (the sampler's and the
+    judges' clients), the CLI's error line and everything ``redact`` writes go through it.
+    """
+    text = str(text)
+    for value in secret_values(secrets):
+        text = text.replace(value, "***")
+    return SECRET_TEXT.sub(lambda m: (m.group("label") or "") + "***", text)
+
+
 def redact(obj: Any) -> Any:
-    """A copy of ``obj`` with any secret-looking key's value replaced."""
+    """A copy of ``obj`` with any secret-looking key's value replaced, and credentials in its
+    strings (``redact_text``)."""
     if is_dataclass(obj):
         obj = asdict(obj)
     if isinstance(obj, dict):
         return {k: ("***" if SECRET_KEY.search(str(k)) and v else redact(v)) for k, v in obj.items()}
     if isinstance(obj, list):
         return [redact(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(redact(v) for v in obj)
+    if isinstance(obj, str):
+        return redact_text(obj)
     return obj
 
 

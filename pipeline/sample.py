@@ -17,22 +17,32 @@ from typing import Protocol
 
 import polars as pl
 
-from prefwork.pipeline.schemas import CANDIDATES, PROMPTS, validate
+from prefwork.pipeline.checks import check_fields
+from prefwork.pipeline.schemas import CANDIDATES, PROMPTS, SchemaError, validate
 from prefwork.pipeline.store import content_key, frame_hash, write_json, write_table
+
+
+#: What ``on_long_prompt`` accepts (every engine, every command that samples).
+LONG_PROMPT_CHOICES = ("error", "skip")
 
 
 @dataclass
 class SampleConfig:
     """How candidates are sampled (the same fields for every engine)."""
 
-    n: int = field(default=8, metadata={"help": "candidates per prompt"})
-    temperature: float = field(default=1.0, metadata={"help": "sampling temperature"})
-    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling mass"})
-    max_tokens: int = field(default=48, metadata={"help": "new tokens per candidate"})
+    n: int = field(default=8, metadata={"help": "candidates per prompt", "min": 1})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature (0 = greedy)", "min": 0.0})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling mass", "above": 0.0, "max": 1.0})
+    max_tokens: int = field(default=48, metadata={"help": "new tokens per candidate", "min": 1})
     seed: int = field(default=0, metadata={"help": "base seed; each shard and candidate derives its own"})
     stop: list[str] = field(default_factory=list, metadata={"help": "stop strings (cut, finish_reason=stop)"})
-    shard_size: int = field(default=128, metadata={"help": "prompts per resumable shard"})
-    on_long_prompt: str = field(default="error", metadata={"help": "'error' or 'skip' prompts longer than the context"})
+    shard_size: int = field(default=128, metadata={"help": "prompts per resumable shard", "min": 1})
+    on_long_prompt: str = field(default="error", metadata={
+        "help": "a prompt longer than the context window: 'error' stops with its file and row, 'skip' "
+                "records it as skipped (<out>.skipped.json) and goes on", "choices": LONG_PROMPT_CHOICES})
+
+    def __post_init__(self):
+        check_fields(self)  # every engine, every caller: bad values never reach an engine
 
 
 @dataclass
@@ -53,6 +63,22 @@ class Skipped(list):
     def __init__(self, reason: str = ""):
         super().__init__()
         self.reason = reason
+
+
+#: What every too-long-prompt error suggests: the option ``sample``, ``winrate`` and ``loop`` all offer.
+LONG_PROMPT_HINT = "skip such prompts with --on-long-prompt skip"
+
+
+class PromptTooLong(SchemaError):
+    """An engine's refusal of a prompt longer than its context window (``on_long_prompt='error'``).
+
+    Engines know only the prompt's text; ``sample`` turns this into a ``SchemaError`` that names
+    the prompts file, the row and the prompt_id, with ``LONG_PROMPT_HINT``.
+    """
+
+    def __init__(self, prompt: str, reason: str):
+        self.prompt, self.reason = prompt, reason
+        super().__init__(None, None, "prompt", f"{reason}; {LONG_PROMPT_HINT}")
 
 
 class Engine(Protocol):
@@ -87,7 +113,7 @@ def _shard_rows(shard: pl.DataFrame, outs: list[list[Completion]], model: str) -
 
 
 def sample(prompts: pl.DataFrame, engine: Engine, out_path: str | Path, cfg: SampleConfig,
-           model_name: str, progress=None) -> Path:
+           model_name: str, progress=None, *, source: str | Path | None = None, allow_empty: bool = True) -> Path:
     """Sample ``cfg.n`` candidates for every prompt into ``out_path`` (candidates contract).
 
     Shards live in ``<out_path>.shards/<run key>/``; the run key hashes the prompts, the
@@ -97,7 +123,9 @@ def sample(prompts: pl.DataFrame, engine: Engine, out_path: str | Path, cfg: Sam
     go to its ``resumed`` method instead when it has one (so rates count only new work).
     Prompts an engine skipped (an empty list) are listed with their reason in
     ``<out>.skipped.json``. The final file is streamed from the shards: memory stays flat
-    in the number of prompts.
+    in the number of prompts. ``source``: the prompts file, named (with the row) by a too-long
+    prompt's error. ``allow_empty=False``: when every prompt was skipped, raise instead of
+    writing an empty table (an existing ``out_path`` stays as it was).
     """
     prompts = validate(prompts, PROMPTS)
     out_path = Path(out_path)
@@ -116,9 +144,15 @@ def sample(prompts: pl.DataFrame, engine: Engine, out_path: str | Path, cfg: Sam
             if progress is not None:
                 report = progress if is_fresh else getattr(progress, "resumed", progress)
                 report(shard.height, _shard_tokens(path))
+    except PromptTooLong as exc:
+        raise _located(exc, prompts, source) from None
     finally:
         results.close()  # an engine that streams shards aborts what it still had queued
-    _write_skipped(paths, out_path.with_suffix(".skipped.json"))
+    skipped = _write_skipped(paths, out_path.with_suffix(".skipped.json"))
+    if not allow_empty and skipped and len(skipped) >= prompts.height:
+        raise SchemaError(str(out_path), None, None, f"all {prompts.height} prompts were skipped (first: "
+                          f"{skipped[0]['reason'][:200]}; all listed in {out_path.with_suffix('.skipped.json')}): "
+                          "nothing written (--allow-empty writes the empty table)")
     if not paths:
         return write_table(pl.DataFrame(schema=CANDIDATES.required), out_path, CANDIDATES)
     tmp = out_path.with_name(f".{out_path.name}.tmp.parquet")
@@ -155,8 +189,8 @@ def _write_shard(shard: pl.DataFrame, outs: list[list[Completion]], path: Path, 
     write_table(_shard_rows(shard, outs, model_name), path, CANDIDATES)
 
 
-def _write_skipped(paths: list[Path], dest: Path) -> None:
-    """Gather the shards' skip records into ``dest`` (removed when nothing was skipped)."""
+def _write_skipped(paths: list[Path], dest: Path) -> list[dict]:
+    """Gather the shards' skip records into ``dest`` (removed when nothing was skipped); return them."""
     skips = []
     for p in paths:
         if (s := p.with_suffix(".skipped.json")).exists():
@@ -165,6 +199,22 @@ def _write_skipped(paths: list[Path], dest: Path) -> None:
         write_json(dest, skips)
     else:
         dest.unlink(missing_ok=True)
+    return skips
+
+
+def _located(exc: PromptTooLong, prompts: pl.DataFrame, source: str | Path | None) -> SchemaError:
+    """The engine's too-long-prompt error with the prompts file, its row and the prompt_id."""
+    hits = (prompts["prompt"] == exc.prompt).arg_true()
+    if not len(hits):
+        return exc
+    pid = prompts["prompt_id"][int(hits[0])]
+    row = int(hits[0]) + 1
+    if source is not None:
+        from prefwork.pipeline.prompts import prompt_row
+
+        row = prompt_row(source, pid) or row
+    return SchemaError(str(source) if source is not None else None, row, "prompt",
+                       f"prompt_id {pid!r}: {exc.reason}; {LONG_PROMPT_HINT}")
 
 
 def _shard_tokens(path: Path) -> int:

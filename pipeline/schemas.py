@@ -1,8 +1,10 @@
 """Record contracts between stages (DESIGN.md), checked at every boundary.
 
 Each stage writes one Parquet table with one schema. ``validate`` checks a polars
-DataFrame against a contract and raises ``SchemaError`` naming the file, the first
-bad row and the column, so a user can fix their input instead of reading a trace.
+DataFrame against a contract (columns, types, nulls and the uniqueness of the table's key)
+and raises ``SchemaError`` naming the file, the first bad row and the column, so a user can
+fix their input instead of reading a trace. It is the one boundary check: ``store.read_table``
+and ``store.write_table`` call it with the file's path.
 """
 from __future__ import annotations
 
@@ -35,6 +37,8 @@ class Contract:
     required: dict[str, pl.DataType]
     optional: dict[str, pl.DataType]
     nullable: tuple[str, ...] = ()
+    #: Columns that identify a row: no two rows may share them (a duplicate would count or pair twice).
+    key: tuple[str, ...] = ()
 
     @property
     def columns(self) -> list[str]:
@@ -46,6 +50,7 @@ PROMPTS = Contract(
     {"prompt_id": pl.String, "prompt": pl.String},
     {"task": pl.String, "meta": pl.String, "reference": pl.String, "split": pl.String},
     nullable=("task", "meta", "reference", "split"),
+    key=("prompt_id",),
 )
 CANDIDATES = Contract(
     "candidates",
@@ -55,6 +60,7 @@ CANDIDATES = Contract(
     },
     {"task": pl.String, "meta": pl.String},
     nullable=("task", "meta"),
+    key=("prompt_id", "candidate_id"),
 )
 SCORES = Contract(
     "scores",
@@ -64,6 +70,7 @@ SCORES = Contract(
     },
     {},
     nullable=("score", "error"),
+    key=("prompt_id", "candidate_id"),
 )
 PAIRS = Contract(
     "pairs",
@@ -74,12 +81,14 @@ PAIRS = Contract(
     },
     {"step_index": pl.Int64},
     nullable=("step_index",),
+    key=("prompt_id", "chosen_id", "rejected_id"),
 )
 CHUNKS = Contract(
     "chunks",
     {**PAIRS.required, "chunk": pl.Int64, "difficulty": pl.Float64},
     PAIRS.optional,
     nullable=PAIRS.nullable,
+    key=PAIRS.key,
 )
 JUDGMENTS = Contract(
     "judgments",
@@ -129,4 +138,23 @@ def validate(df: pl.DataFrame, contract: Contract, path: str | None = None) -> p
             nulls = df[col].is_null()
             if nulls.any():
                 raise SchemaError(path, _first_bad_row(nulls), col, "is null, but the column is required")
-    return df.with_columns(casts) if casts else df
+    df = df.with_columns(casts) if casts else df
+    check_key(df, contract, path)
+    return df
+
+
+def check_key(df: pl.DataFrame, contract: Contract, path: str | None = None) -> None:
+    """Raise ``SchemaError`` at the first row whose key (``contract.key``) an earlier row already has."""
+    key = [c for c in contract.key if c in df.columns]
+    if not key or len(key) < len(contract.key) or df.height < 2:
+        return
+    repeats = ~df.select(pl.struct(key).is_first_distinct()).to_series()
+    if not repeats.any():
+        return
+    row = _first_bad_row(repeats)
+    values = df.row(row - 1, named=True)
+    first = _first_bad_row(df.select(pl.all_horizontal(pl.col(c).eq_missing(values[c]) for c in key)).to_series())
+    label = key[0] if len(key) == 1 else f"({', '.join(key)})"
+    shown = repr(values[key[0]]) if len(key) == 1 else f"({', '.join(repr(values[c]) for c in key)})"
+    raise SchemaError(path, row, ", ".join(key), f"duplicate {label} {shown}, first at row {first}: the "
+                      f"{contract.name} contract wants one row per {label}")

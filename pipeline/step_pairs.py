@@ -29,6 +29,7 @@ import polars as pl
 
 from prefwork.pipeline.sample import Engine, SampleConfig, derive_seed
 from prefwork.pipeline.schemas import PAIRS, PROMPTS, SchemaError, validate
+from prefwork.pipeline.store import read_jsonl
 from prefwork.pipeline.steps import StepConfig, detect_mode, first_step_of, next_label, separator, split_steps, step_body
 from prefwork.pipeline.steps import step_prompt as make_step_prompt
 
@@ -112,14 +113,7 @@ def load_solutions(path: str | Path) -> pl.DataFrame:
     if path.suffix == ".parquet":
         df = pl.read_parquet(path)
     else:
-        rows = []
-        for lineno, line in enumerate(path.read_text().splitlines(), start=1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise SchemaError(str(path), lineno, None, f"line is not valid JSON ({exc.msg})") from None
-        df = pl.DataFrame(rows, infer_schema_length=None)
+        df = pl.DataFrame(read_jsonl(path), infer_schema_length=None)  # a BOM is fine; errors name the line
     for col in ("prompt_id", "text"):
         if col not in df.columns:
             raise SchemaError(str(path), None, col, "missing required column of a solutions file")

@@ -1,6 +1,10 @@
 """Files between stages: atomic Parquet/JSON writes, validated reads, content hashes,
 and the content-addressed stage cache that lets a re-run or ``--resume`` skip finished work.
 
+Every file written here gets the ordinary mode (0666 less the umask: 0644 as a rule), never the
+0600 of a temp file; JSONL is read as UTF-8 with or without a byte-order mark (``iter_jsonl``);
+an empty result never replaces an existing output unless asked (``guard_empty``).
+
 A stage's cache key is ``sha256(stage name, its inputs' content hashes, its config)``;
 its output lives in ``<workspace>/cache/<stage>/<key>/`` and appears only when complete.
 """
@@ -19,9 +23,20 @@ import polars as pl
 from prefwork.pipeline.schemas import Contract, SchemaError, validate
 
 
+def _umask() -> int:
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+#: Mode of every file we write: what ``open(path, "w")`` would give (mkstemp's own is 0600).
+FILE_MODE = 0o666 & ~_umask()
+
+
 def _tmp_beside(path: Path, suffix: str = "") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
+    os.fchmod(fd, FILE_MODE)
     os.close(fd)
     return Path(tmp)
 
@@ -57,6 +72,60 @@ def write_table(df: pl.DataFrame, path: str | os.PathLike, contract: Contract | 
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def guard_empty(path: str | os.PathLike, rows: int, allow_empty: bool) -> None:
+    """Refuse to replace an existing output with an empty result (0 rows) unless ``allow_empty``.
+
+    The one home of the rule: a command whose inputs matched nothing (no candidates, scores for
+    other prompts) must not wipe a good file from an earlier run and exit 0.
+    """
+    if rows == 0 and not allow_empty and Path(path).exists():
+        raise SchemaError(str(path), None, None, "exists and the new result is empty (0 rows): the file is kept "
+                          "as it was (pass --allow-empty to replace it with an empty table)")
+
+
+def write_output(df: pl.DataFrame, path: str | os.PathLike, contract: Contract | None = None, *,
+                 allow_empty: bool = False) -> Path:
+    """A command's output: ``write_table`` behind ``guard_empty``."""
+    guard_empty(path, df.height, allow_empty)
+    return write_table(df, path, contract)
+
+
+def iter_jsonl(path: str | os.PathLike, limit: int | None = None):
+    """``(line number, object)`` for each non-blank line of a JSONL file (1-based line numbers).
+
+    UTF-8 with or without a byte-order mark (as ``utf-8-sig`` reads it); a line that is not UTF-8,
+    not JSON or not an object is a ``SchemaError`` naming the file and the line. ``limit``: stop
+    after that many objects.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise SchemaError(str(path), None, None, "file does not exist")
+    seen = 0
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise SchemaError(str(path), lineno, None, f"line is not valid UTF-8 (byte {exc.start})") from None
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise SchemaError(str(path), lineno, None, f"line is not valid JSON ({exc.msg})") from None
+            if not isinstance(obj, dict):
+                raise SchemaError(str(path), lineno, None, "line is not a JSON object")
+            yield lineno, obj
+            seen += 1
+            if limit is not None and seen >= limit:
+                return
+
+
+def read_jsonl(path: str | os.PathLike, limit: int | None = None) -> list[dict]:
+    """The objects of a JSONL file (``iter_jsonl``)."""
+    return [obj for _, obj in iter_jsonl(path, limit)]
 
 
 def read_table(path: str | os.PathLike, contract: Contract | None = None) -> pl.DataFrame:
