@@ -45,7 +45,11 @@ def load_table(path: str | Path) -> pl.DataFrame:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
-    return pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_ndjson(path, infer_schema_length=None)
+    if path.suffix == ".parquet":
+        return pl.read_parquet(path)
+    from prefwork.pipeline.store import read_jsonl  # UTF-8 with or without a BOM; errors name file and line
+
+    return pl.DataFrame(read_jsonl(path), infer_schema_length=None)
 
 
 def load_pairs(path: str | Path) -> pl.DataFrame:

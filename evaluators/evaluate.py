@@ -38,7 +38,8 @@ import polars as pl
 from prefwork.evaluators.judges import Judge, make_judge
 from prefwork.evaluators.winrate import WinRateSummary, summarize
 from prefwork.evaluators.winrate_compare import PairedDifference, decompose_variance, paired_difference
-from prefwork.pipeline.sample import SampleConfig, derive_seed, sample
+from prefwork.pipeline.checks import check_fields
+from prefwork.pipeline.sample import LONG_PROMPT_CHOICES, SampleConfig, derive_seed, sample
 from prefwork.pipeline.schemas import CANDIDATES, JUDGMENTS, PROMPTS, SchemaError, validate
 from prefwork.pipeline.store import read_table
 
@@ -49,20 +50,27 @@ REFERENCE = "reference"
 class EvalConfig:
     """How a win-rate evaluation samples and judges (k repeats of n prompts)."""
 
-    repeats: int = field(default=3, metadata={"help": "k: repeats, each with fresh sampling seeds"})
+    repeats: int = field(default=3, metadata={"help": "k: repeats, each with fresh sampling seeds", "min": 1})
     prompts_per_repeat: int = field(default=0, metadata={
-        "help": "n: prompts per repeat (0 = all); the same n prompts in every repeat, drawn with --seed"})
-    temperature: float = field(default=0.7, metadata={"help": "sampling temperature of the models"})
-    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling mass"})
-    max_tokens: int = field(default=48, metadata={"help": "new tokens per answer"})
+        "help": "n: prompts per repeat (0 = all); the same n prompts in every repeat, drawn with --seed", "min": 0})
+    temperature: float = field(default=0.7, metadata={"help": "sampling temperature of the models", "min": 0.0})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling mass", "above": 0.0, "max": 1.0})
+    max_tokens: int = field(default=48, metadata={"help": "new tokens per answer", "min": 1})
     seed: int = field(default=0, metadata={"help": "base seed: prompt choice, model and baseline seeds"})
     judge: str = field(default="rules", metadata={"help": "judge (rules, ifeval, or an LLM judge of data/judges)"})
     rejudge: int = field(default=0, metadata={
-        "help": "re-judge the fixed generations J times to split judge from generation noise (LLM judges)"})
+        "help": "re-judge the fixed generations J times to split judge from generation noise (LLM judges)",
+        "min": 0})
+    on_long_prompt: str = field(default="error", metadata={
+        "help": "a prompt longer than a model's context window: 'error' stops with its file and row, 'skip' "
+                "leaves it unanswered (a failed judgment, counted)", "choices": LONG_PROMPT_CHOICES})
+
+    def __post_init__(self):
+        check_fields(self)
 
     def sample_config(self, seed: int) -> SampleConfig:
         return SampleConfig(n=self.repeats, temperature=self.temperature, top_p=self.top_p,
-                            max_tokens=self.max_tokens, seed=seed)
+                            max_tokens=self.max_tokens, seed=seed, on_long_prompt=self.on_long_prompt)
 
 
 # --- prompts and the two sides ------------------------------------------------------------
@@ -94,9 +102,11 @@ def reference_candidates(prompts: pl.DataFrame, k: int, name: str = REFERENCE) -
     return validate(out.select(CANDIDATES.columns), CANDIDATES).sort("candidate_id", "prompt_id")
 
 
-def sample_side(prompts: pl.DataFrame, engine, cfg: EvalConfig, seed: int, name: str, out: Path) -> pl.DataFrame:
-    """k answers per prompt from one model (candidate r = repeat r), written to ``out``."""
-    sample(prompts, engine, out, cfg.sample_config(seed), name)
+def sample_side(prompts: pl.DataFrame, engine, cfg: EvalConfig, seed: int, name: str, out: Path,
+                source: str | Path | None = None) -> pl.DataFrame:
+    """k answers per prompt from one model (candidate r = repeat r), written to ``out``; ``source``:
+    the prompts file a too-long prompt's error names."""
+    sample(prompts, engine, out, cfg.sample_config(seed), name, source=source)
     return read_table(out, CANDIDATES)
 
 
@@ -180,11 +190,12 @@ class EvalResult:
 
 def evaluate(prompts: pl.DataFrame, models: dict[str, str | Path], baseline: str | Path, *, cfg: EvalConfig,
              out_dir: str | Path, engine_for: Callable[[Path], Any], baseline_name: str | None = None,
-             judge_opts: dict | None = None) -> EvalResult:
+             judge_opts: dict | None = None, prompts_source: str | Path | None = None) -> EvalResult:
     """Run a k-repeat evaluation of ``models`` (label -> model dir) against ``baseline``.
 
     ``baseline`` is a model directory or ``"reference"``. ``engine_for(model_dir)`` returns
     a sampling engine. Candidates land in ``out_dir/candidates/<label>.parquet``.
+    ``prompts_source``: the prompts file, named with the row by a too-long prompt's error.
     """
     if cfg.repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {cfg.repeats}")
@@ -206,11 +217,12 @@ def evaluate(prompts: pl.DataFrame, models: dict[str, str | Path], baseline: str
         else:
             result.baseline = baseline_name or str(baseline)
             path = cand_dir / "baseline.parquet"
-            base = sample_side(chosen, engine_for(Path(baseline)), cfg, seeds["baseline"], result.baseline, path)
+            base = sample_side(chosen, engine_for(Path(baseline)), cfg, seeds["baseline"], result.baseline, path,
+                               prompts_source)
             result.candidates["baseline"] = path
         for label, model_dir in models.items():
             path = cand_dir / f"{_safe(label)}.parquet"
-            cands = sample_side(chosen, engine_for(Path(model_dir)), cfg, seeds["model"], label, path)
+            cands = sample_side(chosen, engine_for(Path(model_dir)), cfg, seeds["model"], label, path, prompts_source)
             result.candidates[label] = path
             j = evaluate_pair(cands, base, judge, prompts=chosen, repeats=k, model_name=label,
                               baseline_name=result.baseline)

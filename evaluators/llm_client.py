@@ -27,6 +27,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from prefwork.pipeline.checks import check_fields
+from prefwork.pipeline.run import redact_text
+
 
 #: Chat-template tokens a request may add beyond its messages' text (role headers, a default system
 #: preamble such as Llama 3.1's date lines): per message, and once per request.
@@ -61,13 +64,20 @@ class ClientOptions:
                                                                  "(default: the judge config's, else OpenAI)"})
     api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "environment variable holding the API key "
                                                                           "(a local server needs none)"})
-    concurrency: int = field(default=32, metadata={"help": "requests in flight at most"})
-    requests_per_min: float = field(default=0.0, metadata={"help": "requests/min limit (0 = none)"})
-    tokens_per_min: float = field(default=0.0, metadata={"help": "tokens/min limit, estimated before sending (0 = none)"})
-    max_retries: int = field(default=6, metadata={"help": "retries on 429/5xx/timeouts before a row is marked failed"})
-    timeout: float = field(default=60.0, metadata={"help": "seconds per request"})
-    max_backoff: float = field(default=60.0, metadata={"help": "longest wait between retries (also caps retry-after)"})
-    max_cost: float = field(default=0.0, metadata={"help": "stop cleanly before spending more than this (USD; 0 = no limit)"})
+    concurrency: int = field(default=32, metadata={"help": "requests in flight at most", "min": 1})
+    requests_per_min: float = field(default=0.0, metadata={"help": "requests/min limit (0 = none)", "min": 0.0})
+    tokens_per_min: float = field(default=0.0, metadata={"help": "tokens/min limit, estimated before sending (0 = none)",
+                                                         "min": 0.0})
+    max_retries: int = field(default=6, metadata={"help": "retries on 429/5xx/timeouts before a row is marked failed",
+                                                  "min": 0})
+    timeout: float = field(default=60.0, metadata={"help": "seconds per request", "above": 0.0})
+    max_backoff: float = field(default=60.0, metadata={"help": "longest wait between retries (also caps retry-after)",
+                                                       "min": 0.0})
+    max_cost: float = field(default=0.0, metadata={"help": "stop cleanly before spending more than this (USD; 0 = no limit)",
+                                                   "min": 0.0})
+
+    def __post_init__(self):
+        check_fields(self)  # bounds in the metadata (pipeline.checks): refused before any request
 
 
 @dataclass
@@ -176,9 +186,9 @@ class JudgeClient:
                      if self.options.tokens_per_min > 0 else None)
 
     def scrub(self, text: str) -> str:
-        """``text`` with the API key (if any) replaced by ``***``."""
-        text = str(text)
-        return text.replace(self._key, "***") if len(self._key) >= 4 else text
+        """``text`` with the API key and any other credential replaced by ``***`` (the project's one
+        redaction, ``pipeline.run.redact_text``: the sampler's errors go through it too)."""
+        return redact_text(text, [self._key])
 
     def usage_for(self, judge: str) -> Usage:
         return self.usage.setdefault(judge, Usage())

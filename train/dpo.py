@@ -24,6 +24,7 @@ from accelerate import PartialState
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
+from prefwork.pipeline.pairs import drop_identical
 from prefwork.pipeline.schemas import PAIRS, validate
 from prefwork.pipeline.store import write_json, write_table
 from prefwork.train.dpo_monitor import LikelihoodMonitor, MetricsFile, save_final
@@ -187,6 +188,14 @@ def train_dpo(model_dir: str | Path, pairs: pl.DataFrame, out_dir: str | Path, c
 
     The reference is ``reference_dir`` (default: ``model_dir``, the usual DPO setting).
     A checkpoint under ``out_dir`` is resumed from.
+
+    Pairs whose chosen text equals the rejected text (a file made elsewhere; ``build_pairs`` never
+    makes them) are dropped with a warning giving the count, and a set made only of them is refused.
+    Why drop-and-warn rather than refuse: such a pair's preference term is exactly zero whatever the
+    weights (the same text has the same log-prob under policy and reference), so its gradient
+    vanishes and dropping it loses no signal; kept, it would add a constant ln 2 to the loss mean,
+    count as a miss in the reward accuracy and, with an NLL term (dpo_sft, slic), train on the text
+    as plain SFT. Refusing a whole file for a few such rows would only send users to filter it by hand.
     """
     cfg = cfg or DPOConfig()
     loss_fn = get_loss(cfg.loss)  # fail early on an unknown name
@@ -194,6 +203,13 @@ def train_dpo(model_dir: str | Path, pairs: pl.DataFrame, out_dir: str | Path, c
     pairs = validate(pairs, PAIRS, "pairs given to train_dpo")
     if pairs.height == 0:
         raise ValueError("train_dpo got no pairs to train on")
+    pairs, same = drop_identical(pairs)
+    if same and pairs.height == 0:
+        raise ValueError(f"all {same} pairs given to train_dpo have the same chosen and rejected text: nothing to "
+                         "train on")
+    if same:
+        log.warning("dropped %d of %d pairs whose chosen text equals the rejected text (no preference to learn)",
+                    same, same + pairs.height)
     out_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

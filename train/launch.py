@@ -29,9 +29,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from prefwork.pipeline.procs import stop_process_group
+from prefwork.pipeline.pairs import drop_identical
 from prefwork.pipeline.run import RunDir, redact
-from prefwork.pipeline.schemas import CHUNKS, PAIRS
-from prefwork.pipeline.store import file_hash, read_table, write_json
+from prefwork.pipeline.schemas import CHUNKS, PAIRS, SchemaError
+from prefwork.pipeline.store import file_hash, read_jsonl, read_table, write_json
 from prefwork.train.launch_commands import PLACEHOLDERS, accelerate_command, check_accelerate_command, command_for
 from prefwork.train.launch_config import RESULT_FILE, ConfigError, TrainSpec, load_config_file, load_spec
 
@@ -76,11 +77,10 @@ def validate_spec(spec: TrainSpec) -> list[str]:
     if not data.is_file():
         raise ConfigError(f"{src}: field 'data': file not found: {data}")
     if spec.kind == "sft":
-        first = next((ln for ln in data.read_text(encoding="utf-8").splitlines() if ln.strip()), None)
-        try:
-            rec = json.loads(first) if first else None
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{src}: field 'data': {data} line 1 is not JSON: {exc}") from exc
+        try:  # UTF-8 with or without a byte-order mark, as every JSONL reader here (pipeline.store.iter_jsonl)
+            rec = next(iter(read_jsonl(data, limit=1)), None)
+        except SchemaError as exc:
+            raise ConfigError(f"{src}: field 'data': {exc}") from None
         if not isinstance(rec, dict) or not {"prompt", "response"} <= set(rec):
             raise ConfigError(f"{src}: field 'data': {data} must be JSONL of {{prompt, response}} records")
         notes.append(f"data: SFT records in {data}")
@@ -90,6 +90,13 @@ def validate_spec(spec: TrainSpec) -> list[str]:
         table = read_table(data, CHUNKS if has_chunk else PAIRS)
         if table.height == 0:
             raise ConfigError(f"{src}: field 'data': {data} has no rows")
+        same = drop_identical(table)[1]  # rule (c): such pairs teach nothing; train_dpo drops them
+        if same == table.height:
+            raise ConfigError(f"{src}: field 'data': {same} of {table.height} pairs in {data} have the same chosen "
+                              "and rejected text: nothing to train on")
+        if same:
+            notes.append(f"warning: {same} of {table.height} pairs in {data} have the same chosen and rejected "
+                         "text; they are dropped (they carry no preference)")
         if spec.reference and (has_chunk or spec.chunks):
             raise ConfigError(f"{src}: field 'reference': sDPO sets each step's reference itself; "
                               "give 'reference' only for a single DPO run")

@@ -6,7 +6,6 @@ builds the embedded default policy (``init_policy``) and serves ``prefwork train
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -17,7 +16,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 
 from prefwork.pipeline.chat import render_prompt
-from prefwork.pipeline.store import StageCache, content_key, file_hash, write_json
+from prefwork.pipeline.store import StageCache, content_key, file_hash, read_jsonl, write_json
 from prefwork.train.configs import SFTConfig  # noqa: F401 - re-exported
 from prefwork.train.policy import PolicyConfig, build_random_policy
 
@@ -86,8 +85,7 @@ def train_sft(model_dir: str | Path, records: list[dict], out_dir: str | Path, c
 
 def load_corpus(path: str | Path) -> list[dict]:
     """Read the SFT corpus (JSONL of {prompt, response})."""
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+    return read_jsonl(path)  # UTF-8 with or without a BOM; errors name the file and the line
 
 
 def init_policy(cache_root: str | Path, corpus_path: str | Path,
