@@ -1,5 +1,7 @@
 """Command-line options generated from typed config dataclasses (help text from field metadata).
 
+Bounds in a field's metadata (``min``, ``max``, ``above``, ``choices``: ``pipeline.checks``) become
+argparse checks, so a bad value is refused with the option's name before any work starts.
 A config may carry other configs (``carried``: the loop holds a ``DPOConfig``); their fields
 appear as flat options (``--beta``) and land in the carried object (``from_args``).
 """
@@ -10,6 +12,8 @@ import dataclasses
 import typing
 from typing import Any, Callable, Mapping
 
+from prefwork.pipeline.checks import field_problem
+
 
 def add_dataclass(parser: argparse.ArgumentParser, cls: type, prefix: str = "", skip: tuple[str, ...] = ()) -> None:
     """Add ``--<prefix><option>`` for every option of ``cls`` (``options_of``) with its type, default and help."""
@@ -18,7 +22,8 @@ def add_dataclass(parser: argparse.ArgumentParser, cls: type, prefix: str = "", 
         if o.name in skip:
             continue
         flag = "--" + (prefix + o.name).replace("_", "-")
-        help_ = o.meta.get("help", "")
+        # argparse %-formats help texts: a literal % (e.g. "7%") must be doubled or --help crashes
+        help_ = o.meta.get("help", "").replace("%", "%%")
         kwargs: dict[str, Any] = {"dest": prefix + o.name, "default": o.default, "help": help_}
         if o.kind is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
@@ -26,8 +31,25 @@ def add_dataclass(parser: argparse.ArgumentParser, cls: type, prefix: str = "", 
             kwargs.update(nargs="*", type=typing.get_args(o.kind)[0])
         else:
             base = [a for a in typing.get_args(o.kind) if a is not type(None)] or [o.kind]
-            kwargs["type"] = base[0] if base[0] in (int, float, str) else str
+            kwargs["type"] = _checked(base[0] if base[0] in (int, float, str) else str, o.meta)
+            if "choices" in o.meta:
+                kwargs["choices"] = tuple(o.meta["choices"])
         group.add_argument(flag, **kwargs)
+
+
+def _checked(convert, meta):
+    """``convert`` plus the field's bounds (``pipeline.checks``): argparse rejects a bad value itself."""
+    if not any(k in meta for k in ("min", "max", "above")):
+        return convert
+
+    def parse(text: str):
+        value = convert(text)
+        problem = field_problem(meta, value)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+    parse.__name__ = convert.__name__  # argparse names the type in "invalid int value"
+    return parse
 
 
 def from_args(cls: type, args: argparse.Namespace, prefix: str = "", **override: Any):

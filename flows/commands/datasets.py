@@ -77,6 +77,9 @@ def refresh(args: argparse.Namespace) -> int:
     from prefwork.flows.deploy import get_flow
 
     cfg = from_args(RefreshConfig, args)
+    if not cfg.prompts.startswith("hf:"):  # a bad prompts file fails in one line before Prefect starts
+        from prefwork.pipeline.datasets_store import load_prompt_source
+        load_prompt_source(cfg.prompts)
     out = get_flow("refresh", args.runner, args.workers)(config=asdict(cfg))
     console = Console()
     if out.get("published"):

@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 from prefwork.flows.options import add_dataclass, from_args
+from prefwork.flows.outcome import Outcome, add_outcome_options
 from prefwork.evaluators.llm_client import ClientOptions
 
 NAME = "judge"
@@ -53,6 +54,7 @@ def register(parser) -> None:
                                                      "default: the judge's shipped gold set")
     parser.add_argument("--repeats", type=int, default=1, help="audit: calls per pair (>= 2 measures self-consistency)")
     add_dataclass(parser, ClientOptions)
+    add_outcome_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -99,7 +101,7 @@ def run(args) -> int:
         raise ValueError("prefwork judge needs --in CANDIDATES and --out FILE (or `judge audit`)")
     from prefwork.evaluators.evaluate import evaluate_pair  # import errors surface before the run dir exists
     from prefwork.pipeline.schemas import CANDIDATES, JUDGMENTS, SCORES
-    from prefwork.pipeline.store import read_table, write_table
+    from prefwork.pipeline.store import read_table, write_output
 
     cands = read_table(args.inp, CANDIDATES)
     rd = _run_dir(args, "judge")
@@ -109,19 +111,25 @@ def run(args) -> int:
             if not args.baseline:
                 raise ValueError(f"judge {args.judge!r} is pairwise: give --baseline CANDIDATES (model = --in)")
             out = evaluate_pair(cands, read_table(args.baseline, CANDIDATES), s.judge(args.judge))
-            write_table(out, args.out, JUDGMENTS)
+            contract, unit = JUDGMENTS, "judgments"
             decided = out.filter(out["preference"].is_not_null())
             summary = {"judgments": out.height, "failed": out.height - decided.height,
                        "win_rate": float(decided["preference"].mean()) if decided.height else None}
         else:
             out = s.score(args.judge, cands, repeat=args.repeat)
-            write_table(out, args.out, SCORES)
+            contract, unit = SCORES, "rows"
             ok = out.filter(out["error"].is_null())
             summary = {"rows": out.height, "scored": ok.height, "errors": out.height - ok.height,
                        "mean_score": float(ok["score"].mean()) if ok.height else None}
         usage = s.usage()
         s.write_usage(rd.path)
         rd.log_metric(stage="judge", judge=args.judge, out=str(args.out), **summary, usage=usage["total"])
+    errors = out.filter(out["error"].is_not_null())["error"]
+    outcome = Outcome(unit, out.height, errors.len(), first_error=errors[0] if errors.len() else None,
+                      where=f"the error column of {args.out}")
+    if not usage["stopped_by_budget"]:  # a budget stop is its own ending (exit 3), not a failure
+        outcome.check_not_all_failed(f"{args.out} not written")
+    write_output(out, args.out, contract, allow_empty=args.allow_empty)
     _usage_table(console, usage)
     console.print(f"wrote {args.out}: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
                                                    for k, v in summary.items()) + f"; run dir {rd.path}",
@@ -130,7 +138,7 @@ def run(args) -> int:
         console.print(f"[bold yellow]stopped:[/] --max-cost {args.max_cost} reached; rows not judged are marked "
                       "in the error column. Run again with a higher budget: cached answers are reused.")
         return BUDGET_EXIT
-    return 0
+    return outcome.finish(console, args.strict)
 
 
 def run_audit(args, console) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from prefwork.flows.options import add_dataclass, from_args
+from prefwork.flows.outcome import add_outcome_options
 from prefwork.pipeline.pairs import PairConfig
 from prefwork.pipeline.step_pairs import StepPairConfig
 
@@ -45,6 +46,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
     add_dataclass(parser, StepJudgeConfig, prefix="judge_")
     parser.add_argument("--base-url", dest="base_url", default=None, help="judge server (same as --judge-base-url)")
+    add_outcome_options(parser, strict=False)
     parser.set_defaults(func=run)
 
 
@@ -59,15 +61,12 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from prefwork.pipeline.schemas import PAIRS
-    from prefwork.pipeline.store import write_json, write_table
+    from prefwork.pipeline.store import write_json, write_output
 
     console = Console(stderr=True)
-    try:
-        pairs, info = step_level(args, console) if args.step_level else whole_answers(args)
-    except RuntimeError as exc:  # the judge server cannot be reached, or it serves no model
-        console.print(f"[bold red]error:[/] {exc}", highlight=False)
-        return 1
-    out = write_table(pairs, args.out, PAIRS)
+    # a judge server that cannot be reached (RuntimeError) is one error line from the CLI (flows.cli)
+    pairs, info = step_level(args, console) if args.step_level else whole_answers(args)
+    out = write_output(pairs, args.out, PAIRS, allow_empty=args.allow_empty)
     stats_path = write_json(f"{args.out}.stats.json", info)
     table = Table(title=f"pairs → {out}")
     table.add_column("count")
@@ -82,10 +81,13 @@ def run(args: argparse.Namespace) -> int:
 
 def whole_answers(args):
     from prefwork.pipeline.pairs import build_pairs
+    from prefwork.pipeline.schemas import CANDIDATES, SCORES
     from prefwork.pipeline.store import read_table
 
     _need(args, "candidates", "scores")
-    pairs, stats = build_pairs(read_table(args.candidates), read_table(args.scores), from_args(PairConfig, args))
+    cfg = from_args(PairConfig, args)
+    # read with their contracts: an error names the file, the row and the field (not "input")
+    pairs, stats = build_pairs(read_table(args.candidates, CANDIDATES), read_table(args.scores, SCORES), cfg)
     return pairs, stats.to_dict()
 
 

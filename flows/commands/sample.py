@@ -6,11 +6,13 @@ prompts/s and tokens/s for the work done in this run (resumed shards do not coun
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
 
 from prefwork.flows.options import add_dataclass, from_args
+from prefwork.flows.outcome import CommandFailed, Outcome, add_outcome_options
 from prefwork.pipeline.engines_factory import ENGINE_HELP, ENGINES, EngineOptions, make_engine, resolve_engine
 from prefwork.pipeline.sample import SampleConfig
 
@@ -64,6 +66,7 @@ def register(parser) -> None:
     parser.add_argument("--model-name", default=None, help="the `model` column (default: --model)")
     add_dataclass(parser, SampleConfig)
     add_dataclass(parser, EngineOptions)
+    add_outcome_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -86,13 +89,15 @@ def run(args) -> int:
     out = Path(args.out)
     try:
         with SampleProgress(prompts.height, console) as bar:
-            sample(prompts, engine, out, cfg, model_name, progress=bar)
+            sample(prompts, engine, out, cfg, model_name, progress=bar, source=args.prompts,
+                   allow_empty=args.allow_empty)
     except EngineError as exc:
-        console.print(f"[bold red]error:[/] {exc}\nfinished shards are kept under {out}.shards/; "
-                      "run the same command again to continue", highlight=False)
-        return 1
+        raise CommandFailed(f"{exc}; finished shards are kept under {out}.shards/: run the same command "
+                            "again to continue") from None
     skipped = out.with_suffix(".skipped.json")
-    note = f"; skipped prompts listed in {skipped}" if skipped.exists() else ""
+    skips = json.loads(skipped.read_text()) if skipped.exists() else []
+    note = f"; skipped prompts listed in {skipped}" if skips else ""
     console.print(f"wrote {out} ({bar.prompts + bar.resumed_prompts} prompts, {bar.resumed_prompts} resumed "
-                  f"from earlier shards, {bar.tokens} new tokens){note}", highlight=False)
-    return 0
+                  f"from earlier shards, {bar.tokens} new tokens){note}", highlight=False, soft_wrap=True)
+    return Outcome("prompts", prompts.height, len(skips), verb="skipped", where=str(skipped),
+                   first_error=skips[0]["reason"] if skips else None).finish(console, args.strict)

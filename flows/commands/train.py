@@ -85,7 +85,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def overrides_from(args: argparse.Namespace) -> dict:
     """The fields the command line sets (config keys; ``launcher.x`` for the launcher)."""
-    skip = {"config", "dry_run", "quiet", "func", "kind", "command", "train_kind"}
+    skip = {"config", "dry_run", "quiet", "func", "kind", "command", "train_kind", "debug"}
     found = {}
     for key, value in vars(args).items():
         if key in skip:
@@ -117,5 +117,8 @@ def run(args: argparse.Namespace) -> int:
         console.print("[bold green]dry run ok:[/] config, files and command are valid; nothing was trained",
                       highlight=False)
         return 0
+    for note in result.notes:  # e.g. pairs dropped because chosen == rejected
+        if note.startswith("warning:"):
+            console.print(f"[bold yellow]warning:[/]{note[8:]}", highlight=False, soft_wrap=True)
     console.print(f"[bold green]trained:[/] {result.final_model}\nrun directory: {result.run_dir}", highlight=False)
     return 0

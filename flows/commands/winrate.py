@@ -12,6 +12,7 @@ from pathlib import Path
 
 from prefwork.evaluators.evaluate import REFERENCE, EvalConfig
 from prefwork.flows.options import add_dataclass, from_args
+from prefwork.flows.outcome import Outcome, add_outcome_options
 
 from prefwork.pipeline.engines_factory import ENGINE_HELP, ENGINES, EngineOptions, make_engine, resolve_engine
 
@@ -57,6 +58,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", choices=ENGINES, default="auto", help=ENGINE_HELP)
     add_dataclass(parser, EvalConfig)
     add_dataclass(parser, EngineOptions)
+    add_outcome_options(parser, allow_empty=False)  # --strict; a run writes a new directory, never over a file
     parser.set_defaults(func=run)
 
 
@@ -124,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     run_dir.write_metadata(config, {"prompts": file_hash(args.prompts)})
     Console(stderr=True).print(f"[bold]prefwork winrate[/] -> {run_dir.path}", highlight=False)
     result = evaluate(prompts, models, args.baseline, cfg=cfg, out_dir=run_dir.path, engine_for=engine_for,
-                      baseline_name=baseline_name, judge_opts=judge_opts)
+                      baseline_name=baseline_name, judge_opts=judge_opts, prompts_source=args.prompts)
     out = write_run(run_dir.path, result, stage=args.stage, config=config, workspace=args.workspace)
     for label, summary in result.summaries.items():
         run_dir.log_metric(stage="winrate", model=label, win_rate=summary.win_rate, std=summary.std,
@@ -134,4 +136,6 @@ def run(args: argparse.Namespace) -> int:
     for note in result.notes:
         console.print(f"note: {note}", highlight=False)
     console.print(f"report: {out['paths']['report']}\nhistory: {out['paths']['history']}", highlight=False)
-    return 0
+    errors = result.judgments.filter(result.judgments["error"].is_not_null())["error"]
+    return Outcome("judgments", result.judgments.height, errors.len(), first_error=errors[0] if errors.len() else None,
+                   where=str(run_dir.path / "judgments.parquet")).finish(Console(stderr=True), args.strict)
