@@ -8,7 +8,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from prefwork.train.logps import PairCollator, concatenated_logps, encode_pairs
 from prefwork.train.policy import PolicyConfig, build_random_policy
-from prefwork.train.shared_prompt import SharedPromptCollator, _mask_for
+from prefwork.train.shared_prompt import SharedPromptCollator, _mask_for, pack_rows
 
 KEYS = ("policy_chosen_logps", "policy_rejected_logps", "chosen_counts", "rejected_counts", "chosen_nll")
 
@@ -36,7 +36,7 @@ def test_collator_layout(policy):
     _, tokenizer, examples = policy
     e = examples[0]
     p, c, r = len(e["prompt_ids"]), len(e["chosen_ids"]), len(e["rejected_ids"])
-    batch = SharedPromptCollator(tokenizer.pad_token_id)(examples)
+    batch = SharedPromptCollator(tokenizer.pad_token_id, pack_tokens=0)(examples)
     assert batch["input_ids"].shape[0] == len(examples) and batch["attention_mask"].dtype == torch.bool
     assert batch["input_ids"][0, :p + c + r].tolist() == e["prompt_ids"] + e["chosen_ids"] + e["rejected_ids"]
     assert batch["position_ids"][0, p + c:p + c + r].tolist() == list(range(p, p + r))
@@ -50,12 +50,34 @@ def test_collator_layout(policy):
     assert mask.any(-1).all()  # no all-masked query row (SDPA would give NaN)
 
 
-@pytest.mark.parametrize("attention", ["sdpa", "eager"])
-def test_scores_and_gradients_match_the_concatenated_batch(policy, attention):
+def test_packed_rows_keep_pairs_apart():
+    """Segments share a row without seeing each other; each pair's positions restart at 0."""
+    assert pack_rows([5, 3, 4, 2], 8) == [[0, 3], [1, 2]] and pack_rows([5, 3], 0) == [[0], [1]]
+    assert pack_rows([9, 3], 4) == [[0], [1]]  # a pair longer than the capacity gets its own row
+    examples = [{"prompt_ids": [5, 6], "chosen_ids": [7, 1], "rejected_ids": [8, 9, 1]},
+                {"prompt_ids": [5], "chosen_ids": [7], "rejected_ids": [1]}]
+    batch = SharedPromptCollator(0, pack_tokens=64)(examples)
+    assert batch["input_ids"].tolist() == [[5, 6, 7, 1, 8, 9, 1, 5, 7, 1]]
+    assert batch["pair_index"].tolist() == [[0] * 7 + [1] * 3]
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 3, 2, 3, 4, 0, 1, 1]]
+    mask = batch["attention_mask"][0, 0]
+    assert not mask[7:, :7].any() and not mask[:7, 7:].any()  # block-diagonal
+    assert mask[8, 7] and not mask[9, 8] and mask[9, 7]  # pair 1: rejected sees its prompt, not its chosen
+    assert batch["chosen_targets"][0, 6] == -100 and batch["chosen_targets"][0, 7] == 7
+    assert batch["rejected_targets"][0, 7] == 1 and batch["rejected_targets"][0, 1] == 8
+
+
+@pytest.mark.parametrize("attention,pack_tokens", [("sdpa", 0), ("eager", 0), ("sdpa", 128), ("eager", 128),
+                                                   ("sdpa", 1024)])
+def test_scores_and_gradients_match_the_concatenated_batch(policy, attention, pack_tokens):
     path, tokenizer, examples = policy
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation=attention)
     results = []
-    for collator in (PairCollator(tokenizer.pad_token_id), SharedPromptCollator(tokenizer.pad_token_id)):
+    shared = SharedPromptCollator(tokenizer.pad_token_id, pack_tokens=pack_tokens)
+    rows = shared(examples)["input_ids"].shape[0]
+    assert rows == (len(examples) if pack_tokens == 0 else 1 if pack_tokens == 1024 else rows)
+    assert 1 < rows < len(examples) or pack_tokens != 128  # 128 packs some pairs, not all
+    for collator in (PairCollator(tokenizer.pad_token_id), shared):
         model.zero_grad()
         out = concatenated_logps(model, collator(examples))
         (out["policy_chosen_logps"] - 0.5 * out["policy_rejected_logps"]).sum().backward()

@@ -83,13 +83,16 @@ def sequence_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
     """Summed log-probs of the labelled tokens and their count, per row.
 
     logits (N, T, V), labels (N, T) with -100 where not scored -> (sums (N,), counts (N,)).
-    Token t is predicted from position t-1; the computation runs in float32.
+    Token t is predicted from position t-1; the computation runs in float32. Only the scored
+    positions' logits go through the log-softmax (an (S, V) copy, S = scored tokens, instead of
+    a second (N, T, V) tensor), and the float32 cast applies to those alone.
     """
-    logits, labels = logits[:, :-1].float(), labels[:, 1:]
+    logits, labels = logits[:, :-1], labels[:, 1:]
     mask = labels != IGNORE
-    token_logps = -F.cross_entropy(logits.transpose(1, 2), labels.masked_fill(~mask, 0), reduction="none")
-    token_logps = token_logps * mask
-    return token_logps.sum(-1), mask.sum(-1)
+    rows = torch.arange(labels.shape[0], device=labels.device).unsqueeze(1).expand_as(labels)[mask]
+    token_logps = -F.cross_entropy(logits[mask].float(), labels[mask], reduction="none")  # (S,)
+    sums = token_logps.new_zeros(labels.shape[0]).index_add(0, rows, token_logps)
+    return sums, mask.sum(-1)
 
 
 def answer_window(labels: torch.Tensor) -> int:
