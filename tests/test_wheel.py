@@ -86,6 +86,8 @@ def test_help_judge_and_toy_run_from_an_empty_directory(installed, empty_dir):
     bin_dir, env = installed
     prefwork = str(bin_dir / "prefwork")
     assert "loop" in _run([prefwork, "--help"], empty_dir, env).stdout
+    loop_help = _run([prefwork, "loop", "--help"], empty_dir, {**env, "COLUMNS": "400"}).stdout
+    assert f"{bin_dir.parent}/lib/" in loop_help and "prefwork/data/prompts/train.jsonl" in loop_help  # installed data
     # candidates made from a shipped prompts file (each answer is the prompt's reference answer)
     make = ("import polars as pl; from prefwork.pipeline import DATA_DIR; from prefwork.pipeline.prompts import "
             "load_prompts; p = load_prompts(DATA_DIR / 'prompts' / 'heldout.jsonl').head(8); "
