@@ -125,7 +125,7 @@ def start_server(workdir: Path, extra_args: tuple[str, ...] = ()):
     ncpu = os.cpu_count() or 1
     if ncpu >= 2 and shutil_which("taskset"):
         cmd = ["taskset", "-c", "0"] + cmd
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "OMP_NUM_THREADS": "1", "VLLM_LOGGING_LEVEL": "WARNING"}
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_HOST_IP": "127.0.0.1", "OMP_NUM_THREADS": "1", "VLLM_LOGGING_LEVEL": "WARNING"}
     log = open(workdir / "server.log", "wb")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     deadline = time.time() + 600

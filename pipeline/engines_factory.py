@@ -116,6 +116,9 @@ def make_engine(name: str, model_dir: str | Path | None, **opts: Any):
     for k, v in mine.items():  # the same bounds as the command line's (pipeline.checks), for every caller
         if problem := field_problem(bounds.get(k, {}), v):
             raise ValueError(f"{k} ({option_name(k)}) {problem}")
+    if name != "openai" and model_dir is not None:  # a .gguf, alias or hub id becomes a folder (converted once)
+        from prefwork.pipeline.models import default_cache_root, resolve_model
+        model_dir = resolve_model(model_dir, default_cache_root())
     if name == "vllm":
         from prefwork.pipeline.engines_vllm import VLLMEngine
 

@@ -58,6 +58,9 @@ class VLLMEngine:
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         if llm is None:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; fits the small CPU machines
+            # One-host engines keep their internal queues on loopback (vLLM otherwise binds the
+            # machine's own address); a multi-host deployment sets VLLM_HOST_IP itself.
+            os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
             from vllm import LLM
             from vllm.platforms import current_platform
 
@@ -65,6 +68,9 @@ class VLLMEngine:
                 # vLLM 0.32's CPU runner crashes on a seeded request whose prefill is split over
                 # steps ("CPU Generator does not use offset"): schedule whole prompts only.
                 llm_kwargs.setdefault("enable_chunked_prefill", False)
+                # CPUs without AVX-512/AMX emulate bf16 many times slower (DESIGN.md): a bf16
+                # checkpoint runs in float32 here unless a dtype is asked for.
+                dtype = "float32" if dtype == "auto" else dtype
             llm = LLM(str(path), tensor_parallel_size=tensor_parallel_size, dtype=dtype,
                       max_model_len=max_model_len, enforce_eager=enforce_eager, **llm_kwargs)
         self.llm = llm

@@ -28,8 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from prefwork.pipeline.procs import stop_process_group
+from prefwork.pipeline.models import check_model_ref, default_cache_root, resolve_model
 from prefwork.pipeline.pairs import drop_identical
+from prefwork.pipeline.procs import stop_process_group
 from prefwork.pipeline.run import RunDir, redact
 from prefwork.pipeline.schemas import CHUNKS, PAIRS, SchemaError
 from prefwork.pipeline.store import file_hash, read_jsonl, read_table, write_json
@@ -55,17 +56,20 @@ class TrainResult:
 # -- validation -----------------------------------------------------------------------------------
 
 def _check_model(path: str | None, src: str, name: str, notes: list[str]) -> None:
+    """A model reference the resolver accepts (``pipeline.models``), checked without converting or downloading."""
     if not path:
         return
-    p = Path(path)
-    if p.is_dir():
-        if not (p / "config.json").is_file():
-            raise ConfigError(f"{src}: field '{name}': {p} has no config.json (not a model directory)")
-        notes.append(f"{name}: local model {p}")
-    elif p.exists() or path.startswith((".", "/", "~")) or path.count("/") != 1:
-        raise ConfigError(f"{src}: field '{name}': no model directory {p} (and not a hub id like org/name)")
-    else:
-        notes.append(f"{name}: hub id {path} (downloaded by transformers at run time; not checked here)")
+    try:
+        notes.append(f"{name}: {check_model_ref(path)}")
+    except ValueError as exc:
+        raise ConfigError(f"{src}: field '{name}': {exc}") from None
+
+
+def _resolved(spec: TrainSpec) -> TrainSpec:
+    """The spec with its model references turned into local folders (a .gguf is converted once, a hub
+    id downloaded), so the launched process, on this host or another, loads plain folders."""
+    fix = lambda ref: str(resolve_model(ref, default_cache_root())) if ref else ref  # noqa: E731
+    return dataclasses.replace(spec, model=fix(spec.model), reference=fix(spec.reference))
 
 
 def validate_spec(spec: TrainSpec) -> list[str]:
@@ -198,6 +202,7 @@ def launch_training(config: str | Path | dict | TrainSpec, *, overrides: dict[st
             check_accelerate_command(accelerate_command(spec, target / "config.json"), spec.source)
         load_spec(redact(spec.to_dict()))  # the resolved config.json reads back as the entry will read it
         return TrainResult(target, None, cmd, redact(spec.to_dict()), dry_run=True, notes=notes)
+    spec = _resolved(spec)
     rd = RunDir(target) if (run_dir or spec.run_dir) else RunDir.create(spec.out, spec.name)
     spec = dataclasses.replace(spec, run_dir=str(rd.path.resolve()))
     resolved = redact(spec.to_dict())

@@ -60,7 +60,8 @@ def register(parser) -> None:
     parser.add_argument("--engine", choices=ENGINES, default="auto",
                         help=ENGINE_HELP)
     parser.add_argument("--model", required=True,
-                        help="model directory (vllm, transformers) or served model name (openai; '' = the server's first)")
+                        help="vllm, transformers: a model folder, a .gguf file, an alias (smollm2-135m-instruct) or "
+                             "a hub id org/name; openai: the served model name ('' = the server's first)")
     parser.add_argument("--prompts", required=True, help="prompts file (.jsonl or .parquet)")
     parser.add_argument("--out", required=True, help="candidates Parquet file to write")
     parser.add_argument("--model-name", default=None, help="the `model` column (default: --model)")
