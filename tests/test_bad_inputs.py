@@ -554,3 +554,22 @@ def test_jsonl_with_a_bom_is_read(tmp_path, tiny_random_policy):
     from prefwork.pipeline.step_pairs import load_solutions
     sols = write_jsonl(tmp_path / "sol.jsonl", [{"prompt_id": "q", "text": "1. x"}], bom=True)
     assert load_solutions(sols)["prompt_id"].to_list() == ["q"]
+
+
+@pytest.mark.slow
+def test_an_error_inside_the_loops_flow_is_one_line(tmp_path, tiny_random_policy):
+    """A failure inside the Prefect flow (here: a round with no preference pairs) prints the CLI's one
+    error line, not Prefect's flow-run tracebacks (shown with --debug)."""
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "Write a slogan for a bakery in exactly 3 words.", "task": "slogan", '
+                       '"meta": {"words": 3, "keywords": ["bread"], "required": [], "forbidden": []}}\n')
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in {**os.environ, **ENV}.items() if k != "PREFECT_LOGGING_LEVEL"}  # the CLI's own default
+    args = ["loop", "--policy", tiny_random_policy, "--workspace", tmp_path / "ws", "--train-prompts", prompts,
+            "--eval-prompts", prompts, "--n", 1, "--eval-repeats", 1, "--rounds", 1, "--max-tokens", 4]
+    run = [sys.executable, "-m", "prefwork.flows.cli", *map(str, args)]
+    proc = subprocess.run(run, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert_clear_error(proc, "round 1: 0 preference pairs", "--n")
