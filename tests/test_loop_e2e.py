@@ -56,7 +56,7 @@ def one_round(tmp_path_factory, sft_policy) -> tuple[subprocess.CompletedProcess
 
 def test_one_round_beats_the_sft_policy(one_round):
     proc, run = one_round
-    assert "Win rate vs SFT" in proc.stderr + proc.stdout
+    assert "Win rate vs start" in proc.stderr + proc.stdout  # --policy given: round 0 is that model, "start"
     for f in ("config.json", "provenance.json", "metrics.jsonl", "report.md", "winrate.png",
               "round_1/pairs.parquet", "round_1/chunks.parquet", "round_1/judgments.parquet"):
         assert (run / f).exists(), f
@@ -73,7 +73,7 @@ def test_one_round_beats_the_sft_policy(one_round):
     se = (a.var() / len(a) + b.var() / len(b)) ** 0.5
     assert diff > 2 * se, f"trained {a.mean():.3f} vs SFT {b.mean():.3f}: diff {diff:.3f}, 2 SE {2 * se:.3f}"
     report = (run / "report.md").read_text()
-    assert "| Round | Stage | Win rate vs SFT |" in report and "best (" in report
+    assert "| Round | Stage | Win rate vs start |" in report and "best (" in report
 
 
 def test_sft_policy_passes_each_rule_20_to_80_percent_on_heldout(one_round):
