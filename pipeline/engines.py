@@ -25,6 +25,20 @@ def check_model_dir(model_dir: str | Path) -> Path:
     return path
 
 
+def stop_token_ids(model, tokenizer) -> list[int]:
+    """The token ids that end an answer: the generation config's ``eos_token_id`` (one id or a list,
+    e.g. Llama 3's end-of-text and end-of-turn) plus the tokenizer's EOS, as vLLM stops on them too."""
+    gen = getattr(model, "generation_config", None)
+    ids = getattr(gen, "eos_token_id", None)
+    ids = [ids] if isinstance(ids, int) else list(ids or [])
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
+    if not ids:
+        raise ValueError("the model has no end-of-sequence token (generation_config.eos_token_id and the "
+                         "tokenizer's eos_token are both unset): answers would never stop")
+    return ids
+
+
 class TransformersEngine:
     """Sample with ``transformers`` ``generate`` on CPU (or whatever device torch picks)."""
 
@@ -40,6 +54,8 @@ class TransformersEngine:
         self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
         self.context = int(getattr(self.model.config, "max_position_embeddings", 2048))
         self.batch_size = batch_size
+        self.eos_ids = stop_token_ids(self.model, self.tokenizer)
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0]
 
     def _encode(self, prompts: list[str], cfg: SampleConfig) -> tuple[list[list[int]], list[int]]:
         """Token ids per prompt, and the indices of prompts that fit the context window."""
@@ -57,7 +73,7 @@ class TransformersEngine:
 
     @torch.inference_mode()
     def _generate_batch(self, ids: list[list[int]], cfg: SampleConfig, seed: int) -> list[Completion]:
-        pad, eos = self.tokenizer.pad_token_id, self.tokenizer.eos_token_id
+        pad, eos = self.pad_id, self.eos_ids
         width = max(len(x) for x in ids)
         input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids])
         mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids])
@@ -69,8 +85,9 @@ class TransformersEngine:
         )[:, width:]
         comps = []
         for row in out.tolist():
-            ended = eos in row
-            toks = row[: row.index(eos)] if ended else row
+            end = next((k for k, t in enumerate(row) if t in eos), None)
+            ended = end is not None
+            toks = row[:end] if ended else row
             text, cut = apply_stop(self.tokenizer.decode(toks, skip_special_tokens=True), cfg.stop)
             comps.append(Completion(text.strip(), "stop" if ended or cut else "length", len(toks), seed))
         return comps
