@@ -71,6 +71,22 @@ def _rate(xs: list[bool]) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
 
+def _counts(values) -> dict[str, int]:
+    """How often each verdict or score was given, e.g. {"1.0": 33, "2.0": 3}: a judge that gives one
+    answer to everything shows it here at a glance."""
+    out: dict[str, int] = {}
+    for v in values:
+        out[str(v)] = out.get(str(v), 0) + 1
+    return dict(sorted(out.items()))
+
+
+def _constant_agreement(truth: list) -> float | None:
+    """The agreement a judge gets by giving every item the same answer (the most common true one):
+    the bar an agreement figure has to clear before it says anything about the judge."""
+    truth = [t for t in truth if t is not None]
+    return max(truth.count(t) for t in set(truth)) / len(truth) if truth else None
+
+
 def _pref(sa: float, sb: float) -> float:
     return 1.0 if sa > sb else 0.0 if sa < sb else 0.5
 
@@ -134,7 +150,9 @@ async def audit_pairs_async(session: JudgeSession, name: str, pairs: pl.DataFram
         "length_bias": _rate(longer_won), "length_bias_n": len(longer_won),
         "self_consistency": _rate(self_cons) if repeats > 1 else None,
         "label_agreement": _rate(label_ok), "label_n": len(label_ok),
+        "label_agreement_constant": _constant_agreement([r.get("label") for r in rows]),
         "rule_agreement": _rate(rule_ok), "rule_n": len(rule_ok),
+        "verdicts": _counts(x["preference"] for x in (reps[0] for reps in per_pair) if "error" not in x),
     }
     table = pl.DataFrame(out_rows, schema={"prompt_id": pl.String, "preference": pl.Float64, "label": pl.Float64,
                                            "rule_preference": pl.Float64, "a_len": pl.Int64, "b_len": pl.Int64,
@@ -178,6 +196,8 @@ async def audit_gold_async(session: JudgeSession, name: str, gold: pl.DataFrame)
         "within_one": _rate([abs(g - s) <= 1 for g, s in pairs]),
         "mean_abs_error": (sum(abs(g - s) for g, s in pairs) / len(pairs)) if pairs else None,
         "correct_agreement": _rate([(g >= thr) == (s >= thr) for g, s in pairs]) if thr is not None else None,
+        "correct_agreement_constant": _constant_agreement([g >= thr for g, _ in pairs]) if thr is not None else None,
+        "scores": _counts(s for _, s in pairs),
     }
     table = pl.DataFrame({"id": [str(r.get("id", i)) for i, r in enumerate(rows)],
                           "grade": [float(r["grade"]) for r in rows],

@@ -160,6 +160,8 @@ def test_judge_audit_on_small_pair_set(vllm_server, tmp_path):
     for key in ("position_consistency", "self_consistency", "label_agreement", "rule_agreement"):
         assert 0.0 <= m[key] <= 1.0, key
     assert m["label_n"] == 6 and m["rule_n"] == 4 and (rd / "audit.txt").exists()
+    assert m["label_agreement_constant"] == 5 / 6  # always "A" matches 5 of the 6 labels
+    assert sum(m["verdicts"].values()) == 6 and set(m["verdicts"]) <= {"0.0", "0.5", "1.0"}
     assert pl.read_parquet(rd / "audit_pairs.parquet").height == 6
 
     gold = tmp_path / "gold.jsonl"
@@ -170,6 +172,9 @@ def test_judge_audit_on_small_pair_set(vllm_server, tmp_path):
         g, table = run_audit(s, str(tiny_judge(tmp_path)), gold=load_table(gold))["gold"]
     assert table.height == 3 and table["error"].null_count() == 3
     assert g["gold"] == 3 and 0.0 <= g["exact_agreement"] <= 1.0 and g["correct_agreement"] is not None
+    assert g["correct_agreement_constant"] == 2 / 3  # grades 5, 2, 4: two of three are "correct" (>= 4)
+    given = table["score"].to_list()
+    assert g["scores"] == {str(v): given.count(v) for v in set(given)}
 
 
 def test_throughput_bench_smoke(vllm_server, tmp_path):

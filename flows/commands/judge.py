@@ -172,12 +172,16 @@ def run_audit(args, console) -> int:
              "self_consistency": "same verdict on every repeat", "label_agreement": "final verdict = label",
              "rule_agreement": "verdict = rule judge's", "first_position_win_rate": "single-order calls won by the first",
              "exact_agreement": "score = gold grade", "within_one": "|score - grade| <= 1",
-             "correct_agreement": "agree on score >= threshold"}
+             "correct_agreement": "agree on score >= threshold",
+             "label_agreement_constant": "the same verdict for every pair would get",
+             "correct_agreement_constant": "the same grade for every answer would get",
+             "verdicts": "final verdicts given (1 = a, 0 = b, 0.5 = tie)", "scores": "grades given"}
     for part, m in report.items():
         for k, v in m.items():
             if k in ("judge", "model", "kind"):
                 continue
-            shown = "n/a" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+            shown = ("n/a" if v is None else f"{v:.3f}" if isinstance(v, float)
+                     else ", ".join(f"{a}: {n}" for a, n in v.items()) if isinstance(v, dict) else str(v))
             t.add_row(f"{part}: {k}", shown, notes.get(k, ""))
     console.print(t)
     from rich.console import Console
