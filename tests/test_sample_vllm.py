@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -157,3 +160,16 @@ def test_engine_slot_closes_a_real_engine_and_its_processes(tiny_random_policy, 
     gone, alive = psutil.wait_procs(started, timeout=60)
     assert not alive, [p.pid for p in alive]
     assert engine.llm is None and slot.engine is None
+
+
+def test_throughput_bench_smoke(tmp_path):
+    """bench/sample_throughput.py --smoke: its own engine on the tiny policy, every variant measured, the
+    stage projection printed (speed is the bench's figure, not a test's: this box is shared)."""
+    out = tmp_path / "bench.json"
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, str(root / "bench" / "sample_throughput.py"), "--smoke", "--json", str(out)],
+                          cwd=root, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "b/a =" in proc.stdout and "new tokens/s" in proc.stdout and "faster: steady state" in proc.stdout
+    result = json.loads(out.read_text())
+    assert all(result["results"][k]["tokens_per_s"] > 0 for k in "abc") and result["startup_s"]["vllm"] > 0
