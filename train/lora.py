@@ -51,20 +51,31 @@ def add_lora(model, cfg: LoraOptions, seed: int):
 
     peft_cfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, bias="none",
                           target_modules=cfg.lora_target_modules(), task_type="CAUSAL_LM")
+    _check_targets(model, cfg)
     torch.manual_seed(seed)  # the adapters' init is part of the run: a rerun (and a resume) starts alike
-    try:
-        wrapped = get_peft_model(model, peft_cfg)
-    except ValueError as exc:
-        linear = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules()
-                         if isinstance(m, torch.nn.Linear)})
-        raise ValueError(f"lora_targets (--lora-targets) {cfg.lora_targets!r}: {exc} "
-                         f"(this model's linear layers: {', '.join(linear)})") from None
+    wrapped = get_peft_model(model, peft_cfg)
     if getattr(cfg, "gradient_checkpointing", False):
-        wrapped.enable_input_require_grads()  # frozen embeddings: checkpointed blocks still get a grad path
+        # frozen embeddings: reentrant checkpointing would pass the adapters no gradient (TRL does the same;
+        # transformers 5's default, non-reentrant checkpointing does not need it)
+        wrapped.enable_input_require_grads()
     trainable, total = wrapped.get_nb_trainable_parameters()
     log.info("LoRA r=%d alpha=%g on %s: %d trainable of %d parameters (%.2f%%)", cfg.lora_r, cfg.lora_alpha,
              cfg.lora_targets, trainable, total, 100 * trainable / total)
     return wrapped
+
+
+def _check_targets(model, cfg: LoraOptions) -> None:
+    """Every module name in ``lora_targets`` exists (peft matches a name as a suffix of a module path and
+    only fails when none matches: a typo beside a valid name would go unnoticed)."""
+    targets = cfg.lora_target_modules()
+    if targets == "all-linear":
+        return
+    names = [name for name, _ in model.named_modules()]
+    missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+    if missing:
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+        raise ValueError(f"lora_targets (--lora-targets): no module named {', '.join(missing)} in this model "
+                         f"(its linear layers: {', '.join(linear)})")
 
 
 def load_policy(model_dir: str | Path, cfg: LoraOptions, seed: int):
