@@ -53,7 +53,8 @@ class LoopConfig(CarriesConfigs):
         "beta": "DPO beta", "alpha": "weight of the chosen NLL term (dpo_sft, slic)",
         "learning_rate": "learning rate of each sDPO step", "epochs": "epochs over each chunk",
         "batch_size": "pairs per optimizer step",
-        "max_length": "tokens of prompt + answer trained on (longer pairs are cut); the chunks' difficulty too"})
+        "max_length": "tokens of prompt + answer trained on (longer pairs are cut); the chunks' difficulty too",
+        "peft": None, "lora_r": None, "lora_alpha": None, "lora_dropout": None, "lora_targets": None})
     lr_decay: float = field(default=0.25, metadata={"help": "round r trains at learning_rate x lr_decay^(r-1): "
                                                     "later rounds move the policy less"})
     launch: LauncherConfig = carried(lambda: LauncherConfig(num_processes=1), {

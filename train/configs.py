@@ -9,9 +9,42 @@ from dataclasses import dataclass, field
 
 from prefwork.pipeline.checks import check_fields
 
+#: Parameter-efficient methods of ``--peft`` (``train.lora``); "none" trains every weight.
+PEFT_METHODS = ("none", "lora")
+
 
 @dataclass
-class DPOConfig:
+class LoraOptions:
+    """LoRA adapters (peft): the fields DPOConfig and SFTConfig share, declared once here.
+
+    With ``peft: lora`` the base weights stay frozen and only low-rank adapters train
+    (``train.lora``); the reference of a DPO run is the same model with its adapters disabled,
+    and the run saves the adapters plus a merged model folder that vLLM and transformers load.
+    """
+
+    peft: str = field(default="none", metadata={
+        "help": "none: train every weight; lora: train LoRA adapters on a frozen base (less memory; the DPO "
+                "reference is the base, adapters disabled; final/ holds the merged model)",
+        "choices": PEFT_METHODS})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank r of each adapter", "min": 1})
+    lora_alpha: float = field(default=32.0, metadata={"help": "LoRA scale alpha (the update is scaled by alpha / r)",
+                                                      "above": 0.0})
+    lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the adapters' input", "min": 0.0,
+                                                        "max": 0.5})
+    lora_targets: str = field(default="all-linear", metadata={
+        "help": "modules that get adapters: comma-separated names (q_proj,k_proj,v_proj,o_proj) or all-linear "
+                "(every linear layer but the LM head)"})
+
+    def lora_target_modules(self) -> str | list[str]:
+        """``lora_targets`` as peft's ``target_modules``: "all-linear" or a list of module names."""
+        names = [t.strip() for t in self.lora_targets.split(",") if t.strip()]
+        if not names:
+            raise ValueError("lora_targets (--lora-targets) must name at least one module, or all-linear")
+        return "all-linear" if names == ["all-linear"] else names
+
+
+@dataclass
+class DPOConfig(LoraOptions):
     """Everything that shapes a preference-training run; defaults suit a tiny Llama on CPU."""
 
     loss: str = field(default="dpo", metadata={"help": "loss name from train.losses.LOSSES"})
@@ -52,6 +85,7 @@ class DPOConfig:
 
     def __post_init__(self):
         check_fields(self)  # bounds in the metadata (pipeline.checks), for a config file as for the flags
+        self.lora_target_modules()
 
     def loss_options(self) -> dict:
         """Keyword options passed to the loss function."""
@@ -60,7 +94,7 @@ class DPOConfig:
 
 
 @dataclass
-class SFTConfig:
+class SFTConfig(LoraOptions):
     """Supervised fine-tuning settings (defaults suit the tiny policy on 2 CPU cores)."""
 
     learning_rate: float = field(default=3e-3, metadata={"help": "peak learning rate (AdamW, cosine decay)",
@@ -79,6 +113,7 @@ class SFTConfig:
 
     def __post_init__(self):
         check_fields(self)
+        self.lora_target_modules()
 
 
 @dataclass

@@ -7,6 +7,8 @@ prompt runs once: ``train.shared_prompt``), and writes into ``out_dir``: checkpo
 from when present), ``metrics.jsonl`` (one line per logging window, with held-out reward
 accuracy and the 3D-properties watch), ``config.json`` and the final model + tokenizer in
 ``final/``. Being a plain Trainer subclass, accelerate / FSDP / DeepSpeed launchers work unchanged.
+With ``peft: lora`` only LoRA adapters train, the reference is the same model with its adapters
+disabled, checkpoints hold adapters, and ``final/`` is the merged model (``train.lora``).
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from prefwork.train.dpo_monitor import LikelihoodMonitor, MetricsFile, save_fina
 from prefwork.train.logps import PairCollator, compute_reference_logps, concatenated_logps, encode_pairs
 from prefwork.train.shared_prompt import SharedPromptCollator
 from prefwork.train.configs import DPOConfig  # noqa: F401 - re-exported
+from prefwork.train.lora import adapters_disabled, check_checkpoint, load_policy, save_merged, uses_lora
 from prefwork.train.losses import get_loss
 
 log = logging.getLogger(__name__)
@@ -144,12 +147,14 @@ def _reference_key(examples: list[dict], model_dir: Path) -> str:
 
 
 def attach_reference(examples: list[dict], model_dir: Path, out_dir: Path, cfg: DPOConfig,
-                     collator: PairCollator | SharedPromptCollator) -> list[dict]:
+                     collator: PairCollator | SharedPromptCollator, model=None) -> list[dict]:
     """Add ``reference_chosen_logps`` / ``reference_rejected_logps`` to each example.
 
     Computed once by ``model_dir`` (no grad) and cached in ``out_dir/reference_logps.parquet``
     (with a key of model path + token ids), so a resumed run reuses them; the reference
-    model is freed before training. Under several processes rank 0 computes the cache
+    model is freed before training. ``model``: the policy with LoRA adapters over ``model_dir``'s
+    weights, which then computes the pass itself with its adapters disabled (``train.lora``), so
+    no second copy of the weights is loaded. Under several processes rank 0 computes the cache
     first and the other ranks read it, so every rank trains on the same values.
     """
     cache, key = out_dir / REFERENCE_FILE, _reference_key(examples, model_dir)
@@ -157,9 +162,14 @@ def attach_reference(examples: list[dict], model_dir: Path, out_dir: Path, cfg: 
     with state.main_process_first():  # with several ranks, rank 0 computes and writes; the others read
         table = pl.read_parquet(cache) if cache.exists() else None
         if table is None or table.height != len(examples) or table["reference_key"][0] != key:
-            model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(state.device)
-            chosen, rejected = compute_reference_logps(model, examples, collator, cfg.reference_batch_size)
-            del model
+            if model is not None:
+                with adapters_disabled(model):
+                    chosen, rejected = compute_reference_logps(model.to(state.device), examples, collator,
+                                                               cfg.reference_batch_size)
+            else:
+                reference = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(state.device)
+                chosen, rejected = compute_reference_logps(reference, examples, collator, cfg.reference_batch_size)
+                del reference
             table = pl.DataFrame({"reference_chosen_logps": chosen, "reference_rejected_logps": rejected,
                                   "reference_key": [key] * len(examples)})
             write_table(table, cache)
@@ -215,13 +225,20 @@ def train_dpo(model_dir: str | Path, pairs: pl.DataFrame, out_dir: str | Path, c
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     collator = SharedPromptCollator(pad_id) if cfg.share_prompt else PairCollator(pad_id)
     examples = encode_pairs(tokenizer, pairs.iter_rows(named=True), cfg.max_length)
+    checkpoint = get_last_checkpoint(str(out_dir))
+    check_checkpoint(checkpoint, cfg)
+    # LoRA: one model, loaded before the reference pass, whose base (adapters off) is the reference;
+    # full fine-tuning: the reference is loaded, used and freed before the policy is loaded
+    model = load_policy(model_dir, cfg, cfg.seed) if uses_lora(cfg) else None
+    own_reference = model is not None and Path(reference_dir or model_dir) == model_dir
     if not loss_fn.reference_free:
-        examples = attach_reference(examples, Path(reference_dir or model_dir), out_dir, cfg, collator)
+        examples = attach_reference(examples, Path(reference_dir or model_dir), out_dir, cfg, collator,
+                                    model=model if own_reference else None)
     train_idx, eval_idx = split_eval(len(examples), cfg.eval_fraction, cfg.seed)
     write_json(out_dir / "config.json", {**asdict(cfg), "model_dir": str(model_dir),
                                          "reference_dir": str(reference_dir or model_dir),
                                          "num_train_pairs": len(train_idx), "num_eval_pairs": len(eval_idx)})
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model = model if model is not None else load_policy(model_dir, cfg, cfg.seed)
     trainer = PreferenceTrainer(
         model=model, args=_training_args(out_dir, cfg), data_collator=collator, processing_class=tokenizer,
         train_dataset=_ListDataset([examples[i] for i in train_idx]),
@@ -229,5 +246,7 @@ def train_dpo(model_dir: str | Path, pairs: pl.DataFrame, out_dir: str | Path, c
         callbacks=[MetricsFile(out_dir / "metrics.jsonl")], dpo_config=cfg,
         has_reference=not loss_fn.reference_free,
     )
-    trainer.train(resume_from_checkpoint=get_last_checkpoint(str(out_dir)))
+    trainer.train(resume_from_checkpoint=checkpoint)
+    if uses_lora(cfg):  # adapter/ and the merged model in final/ (what vLLM and the next step load)
+        return save_merged(trainer, out_dir / "final", model_dir, tokenizer)
     return save_final(trainer, out_dir / "final")

@@ -110,8 +110,12 @@ def answer_window(labels: torch.Tensor) -> int:
 
 
 def _takes_logits_to_keep(model) -> bool:
-    """Whether the (possibly wrapped) model's forward accepts ``logits_to_keep`` (transformers' causal LMs do)."""
-    return _forward_takes_logits_to_keep(type(getattr(model, "module", model)))  # DDP's forward takes **kwargs
+    """Whether the (possibly wrapped) model's forward accepts ``logits_to_keep`` (transformers' causal LMs do).
+
+    DDP's forward and a peft model's take ``**kwargs`` and pass them on: the wrapped model's signature decides.
+    """
+    model = getattr(model, "module", model)
+    return _forward_takes_logits_to_keep(type(model.get_base_model() if hasattr(model, "get_base_model") else model))
 
 
 @functools.lru_cache(maxsize=None)

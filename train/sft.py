@@ -3,6 +3,8 @@
 Prompt tokens are masked out of the loss (labels = -100), responses end with the eos
 token so the model learns to stop, and batches are padded dynamically. The same code
 builds the embedded default policy (``init_policy``) and serves ``prefwork train sft``.
+With ``peft: lora`` only LoRA adapters train; ``out_dir`` then holds the merged model and
+``out_dir/../adapter`` the adapters (``train.lora``).
 """
 from __future__ import annotations
 
@@ -13,11 +15,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
+from transformers import AutoTokenizer, Trainer, TrainingArguments
 
 from prefwork.pipeline.chat import render_prompt
 from prefwork.pipeline.store import StageCache, content_key, file_hash, read_jsonl, write_json
 from prefwork.train.configs import SFTConfig  # noqa: F401 - re-exported
+from prefwork.train.lora import load_policy, save_merged, uses_lora
 from prefwork.train.policy import PolicyConfig, build_random_policy
 
 
@@ -62,7 +65,7 @@ def train_sft(model_dir: str | Path, records: list[dict], out_dir: str | Path, c
     out = Path(out_dir)
     torch.set_num_threads(cfg.threads)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model = load_policy(model_dir, cfg, cfg.seed)  # with LoRA adapters when cfg.peft is lora
     data = [encode_example(tokenizer, r["prompt"], r["response"], cfg.max_length) for r in records]
     args = TrainingArguments(
         output_dir=str(out / "checkpoints"), per_device_train_batch_size=cfg.batch_size,
@@ -74,7 +77,10 @@ def train_sft(model_dir: str | Path, records: list[dict], out_dir: str | Path, c
     )
     trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=PadCollator(tokenizer.pad_token_id))
     result = trainer.train()
-    trainer.save_model(str(out))  # rank 0 only under accelerate; unwraps DDP/FSDP
+    if uses_lora(cfg):  # the adapters in out/../adapter, the merged model + tokenizer in out
+        save_merged(trainer, out, model_dir, tokenizer)
+    else:
+        trainer.save_model(str(out))  # rank 0 only under accelerate; unwraps DDP/FSDP
     if not trainer.is_world_process_zero():
         return out
     tokenizer.save_pretrained(out)
